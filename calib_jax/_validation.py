@@ -1,0 +1,165 @@
+"""Input checks shared by every public function.
+
+Two kinds of checks:
+
+* **Static** checks (ranks, shapes, dtypes, hyperparameter ranges) run in Python at trace time and
+  raise ``ValueError``/``TypeError`` at once, under ``jit`` too, at no run-time cost.
+* **Value** checks (labels in ``[0, K)``, finite inputs, probabilities that sum to one) depend on
+  the data. On concrete (eager) inputs they raise ``ValueError`` immediately. Under a JAX
+  transformation they are emitted as :func:`jax.experimental.checkify.debug_check`, which is free
+  under plain ``jit`` and raises once the caller wraps the function with
+  :func:`calib_jax.validation.checked` (or ``checkify.checkify``). Independently of that, every
+  function is written so that invalid values give NaN rather than a plausible wrong number (for
+  example an out-of-range label selects NaN instead of JAX's silently clamped gather).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def _dtype(x: Any) -> np.dtype:
+    dtype = getattr(x, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else np.result_type(x)
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def check_value(pred: ArrayLike, message: str) -> None:
+    """Raise ``ValueError(message)`` if ``pred`` is false; a checkify check when traced."""
+    if isinstance(pred, jax.core.Tracer):
+        checkify.debug_check(pred, message)
+    elif not bool(pred):
+        raise ValueError(message)
+
+
+def check_floating(x: ArrayLike, name: str) -> None:
+    if not jnp.issubdtype(_dtype(x), jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {_dtype(x)}.")
+
+
+def check_integer(x: ArrayLike, name: str) -> None:
+    if not jnp.issubdtype(_dtype(x), jnp.integer):
+        raise TypeError(
+            f"{name} must have an integer dtype (class indices), got {_dtype(x)}; "
+            "pass integer labels, not one-hot or float labels."
+        )
+
+
+def check_rank(x: ArrayLike, ranks: int | Sequence[int], name: str) -> None:
+    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    if len(_shape(x)) not in ranks:
+        raise ValueError(f"{name} must have rank in {ranks}, got shape {_shape(x)}.")
+
+
+def check_nonempty(x: ArrayLike, name: str) -> None:
+    if int(np.prod(_shape(x))) == 0:
+        raise ValueError(f"{name} is empty (shape {_shape(x)}); at least one sample is required.")
+
+
+def check_scores_and_labels(scores: ArrayLike, labels: ArrayLike, name: str = "logits") -> int:
+    """Static checks for ``scores[..., K]`` with integer ``labels[...]``; returns ``K``."""
+    check_floating(scores, name)
+    check_integer(labels, "labels")
+    shape = _shape(scores)
+    if len(shape) < 1:
+        raise ValueError(f"{name} must have a trailing class axis, got a scalar.")
+    if _shape(labels) != shape[:-1]:
+        raise ValueError(
+            f"labels must have shape {name}.shape[:-1] = {shape[:-1]}, got {_shape(labels)}."
+        )
+    if shape[-1] < 1:
+        raise ValueError(f"{name} must have at least one class, got shape {shape}.")
+    return shape[-1]
+
+
+def check_labels_in_range(labels: ArrayLike, num_classes: int, where: ArrayLike | None = None):
+    """Value check: every (unmasked) label lies in ``[0, num_classes)``."""
+    ok = (labels >= 0) & (labels < num_classes)
+    if where is not None:
+        ok = ok | ~jnp.asarray(where, bool)
+    check_value(jnp.all(ok), f"labels must lie in [0, {num_classes}); found a label outside it.")
+
+
+def check_finite(x: ArrayLike, name: str, where: ArrayLike | None = None) -> None:
+    ok = jnp.isfinite(x)
+    if where is not None:
+        ok = ok | ~jnp.expand_dims(
+            jnp.asarray(where, bool), tuple(range(np.ndim(where), np.ndim(x)))
+        )
+    check_value(jnp.all(ok), f"{name} must be finite; found NaN or inf.")
+
+
+def probability_tolerance(dtype: Any, num_classes: int) -> float:
+    """Tolerance on ``|sum_k p_k - 1|``: 1e-3, widened for low-precision dtypes."""
+    eps = float(jnp.finfo(dtype).eps)
+    return max(1e-3, 0.5 * num_classes * eps)
+
+
+def check_probabilities(probs: ArrayLike, name: str = "probs", where: ArrayLike | None = None):
+    """Value check: entries in ``[0, 1]`` and rows summing to one within
+    :func:`probability_tolerance`."""
+    probs = jnp.asarray(probs)
+    k = probs.shape[-1]
+    p32 = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
+    tol = probability_tolerance(probs.dtype, k)
+    row_ok = jnp.all((p32 >= 0) & (p32 <= 1), axis=-1) & (jnp.abs(jnp.sum(p32, -1) - 1) <= tol)
+    if where is not None:
+        row_ok = row_ok | ~jnp.asarray(where, bool)
+    check_value(
+        jnp.all(row_ok),
+        f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
+        f"{tol:g}; found a row that does not (NaN, negative, or unnormalised).",
+    )
+
+
+def check_nonnegative(value: float, name: str) -> None:
+    if not isinstance(value, jax.core.Tracer) and not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}.")
+
+
+def check_unit_interval(value: float, name: str) -> None:
+    if not isinstance(value, jax.core.Tracer) and not 0 <= value <= 1:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}.")
+
+
+def check_num_bins(num_bins: int) -> int:
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int | np.integer):
+        raise TypeError(f"num_bins must be a static Python int, got {type(num_bins).__name__}.")
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+    return int(num_bins)
+
+
+def compute_dtype(x: ArrayLike) -> np.dtype:
+    """The dtype we compute in: at least float32 (bf16/f16 inputs are upcast)."""
+    return np.dtype(jnp.promote_types(_dtype(x), jnp.float32))
+
+
+def to_compute_dtype(x: ArrayLike) -> Array:
+    x = jnp.asarray(x)
+    return x.astype(compute_dtype(x))
+
+
+def take_label(values: Array, labels: Array) -> Array:
+    """``values[..., labels]`` along the last axis; NaN where a label is outside ``[0, K)``.
+
+    JAX clamps out-of-range gather indices (and wraps negative ones), which would turn a bad label
+    into a plausible wrong number. This gather is exact for valid labels and poisons the rest.
+    """
+    k = values.shape[-1]
+    valid = (labels >= 0) & (labels < k)
+    safe = jnp.where(valid, labels, 0)
+    picked = jnp.take_along_axis(values, safe[..., None], axis=-1)[..., 0]
+    return jnp.where(valid, picked, jnp.nan)

@@ -1,0 +1,1 @@
+"""Calibration-aware training losses (filled in by the losses module)."""

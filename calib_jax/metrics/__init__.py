@@ -1,0 +1,1 @@
+"""Calibration metrics (filled in by the metrics module)."""

@@ -1,0 +1,56 @@
+"""Run-time value checks under ``jax.jit``.
+
+Every calib_jax function checks shapes, ranks and dtypes at trace time (always, at no cost) and
+checks *values* (labels in ``[0, K)``, finite inputs, probabilities summing to one) eagerly when
+its inputs are concrete. Under ``jit``/``vmap`` value checks are recorded with
+:func:`jax.experimental.checkify.debug_check`: free unless the caller asks for them, and invalid
+values still never produce a plausible number (they give NaN). To turn the checks into errors
+under ``jit``, wrap the jitted function::
+
+    import calib_jax as cj
+    safe_ece = cj.validation.checked(jax.jit(cj.metrics.ece))
+    safe_ece(probs, labels)   # raises JaxRuntimeError with a clear message on bad labels
+
+``checked(f)`` is ``checkify.checkify(f, errors=checkify.user_checks)`` followed by
+``err.throw()``; use ``checkify`` directly to handle the error value yourself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from jax.experimental import checkify
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["checked"]
+
+
+def checked(fn: F) -> F:
+    """Wrap ``fn`` so that calib_jax's value checks raise, also inside ``jax.jit``.
+
+    Args:
+      fn: any function (typically ``jax.jit(...)`` of one) that calls calib_jax functions.
+
+    Returns:
+      A function with the same signature and outputs that raises
+      ``jax.errors.JaxRuntimeError`` naming the failed check when any value check fails.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, calib_jax as cj
+      >>> f = cj.validation.checked(jax.jit(cj.losses.cross_entropy))
+      >>> f(jnp.zeros((2, 3)), jnp.array([0, 3]))  # doctest: +IGNORE_EXCEPTION_DETAIL
+      Traceback (most recent call last):
+      JaxRuntimeError: labels must lie in [0, 3); found a label outside it.
+    """
+    checked_fn = checkify.checkify(fn, errors=checkify.user_checks)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        err, out = checked_fn(*args, **kwargs)
+        err.throw()
+        return out
+
+    return wrapper  # type: ignore[return-value]
