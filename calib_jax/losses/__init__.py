@@ -1,1 +1,32 @@
-"""Calibration-aware training losses (filled in by the losses module)."""
+"""Calibration-aware training losses, optax-style.
+
+Per-example losses ``fn(logits[..., K], labels[...], *, hyperparameters, where=None) ->
+loss[...]`` with integer labels and any number of leading batch dimensions (the caller
+reduces; :func:`scalar_objective` builds the usual mean-over-valid-rows objective). All are
+computed in float32 or wider whatever the input dtype, work under ``jit``/``vmap``/``grad``,
+have finite gradients for every finite logit, and give NaN (or raise, eagerly or under
+:func:`calib_jax.validation.checked`) on out-of-range labels. Definitions follow the
+project's SPEC ("Losses").
+"""
+
+from calib_jax.losses._classification import (
+    brier_score,
+    cross_entropy,
+    entropy_regularized_cross_entropy,
+    label_smoothing_cross_entropy,
+)
+from calib_jax.losses._focal import adaptive_focal_loss, focal_loss, sigmoid_focal_loss
+from calib_jax.losses._mmce import mmce
+from calib_jax.losses._objective import scalar_objective
+
+__all__ = [
+    "adaptive_focal_loss",
+    "brier_score",
+    "cross_entropy",
+    "entropy_regularized_cross_entropy",
+    "focal_loss",
+    "label_smoothing_cross_entropy",
+    "mmce",
+    "scalar_objective",
+    "sigmoid_focal_loss",
+]

@@ -1,0 +1,197 @@
+"""Softmax losses with integer labels: cross-entropy, label smoothing, entropy-regularised
+cross-entropy and the Brier score."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from calib_jax import _validation
+from calib_jax.losses import _common
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def cross_entropy(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None) -> Array:
+    r"""Softmax cross-entropy with integer labels, per example.
+
+    .. math::
+      \ell(z, y) = -\log p_y, \qquad p = \mathrm{softmax}(z)
+
+    computed as ``logsumexp(z) - z[y]`` after subtracting the row maximum, so it is exact for
+    any finite logits. Same value as ``optax.softmax_cross_entropy_with_integer_labels``.
+
+    Conventions: computed in float32 (or float64 for float64 input) whatever the input dtype
+    and returned in that dtype; an out-of-range label raises ``ValueError`` on concrete inputs
+    and gives NaN under ``jit`` (see :mod:`calib_jax.validation`).
+
+    Args:
+      logits: ``[..., K]`` floating logits, any number of leading batch dimensions.
+      labels: ``[...]`` integer class indices in ``[0, K)``.
+      where: optional boolean mask broadcastable to ``labels.shape``; masked rows give 0 (and
+        a zero gradient) whatever their logits and labels hold.
+
+    Returns:
+      ``[...]`` per-example losses (float32 or wider).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from calib_jax.losses import cross_entropy
+      >>> logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+      >>> loss = cross_entropy(logits, jnp.array([0, 2]))
+      >>> print([f"{float(x):.4f}" for x in loss])
+      ['0.1698', '1.5514']
+
+    References:
+      Goodfellow, Bengio & Courville, *Deep Learning* (2016), section 6.2.2.3.
+    """
+    z, labels, mask, _ = _common.prepare(logits, labels, where)
+    return _common.apply_mask(-_common.label_log_prob(z, labels), mask)
+
+
+def label_smoothing_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    epsilon: float = 0.1,
+    paper_variant: bool = False,
+    where: ArrayLike | None = None,
+) -> Array:
+    r"""Cross-entropy against a label-smoothed target, per example.
+
+    Default (Szegedy et al. 2016): with probability ``ε`` the target is resampled uniformly over
+    all ``K`` classes, so the target is :math:`\tilde p = (1-ε)\,\mathrm{onehot}(y) + ε/K` and
+
+    .. math::
+      \ell = -\sum_k \tilde p_k \log q_k
+           = ε\,\mathrm{CE}(U \| q) + (1-ε)\,\mathrm{CE}(\mathrm{onehot}(y) \| q),
+      \qquad q = \mathrm{softmax}(z).
+
+    ``paper_variant=True`` uses the target of Mukhoti et al. (2020): ``1-ε`` on the true class
+    and ``ε/(K-1)`` on every other class (they trained with ``ε = 0.05``); it equals the
+    default with ``ε`` replaced by ``ε·K/(K-1)`` and needs ``K >= 2``. ``ε = 0`` is exactly
+    :func:`cross_entropy`. Computed in one pass as ``lse - (1-ε) z_y - ε·mean_k z_k`` (shifted
+    logits), so it costs about as much as plain cross-entropy.
+
+    Args:
+      logits: ``[..., K]`` floating logits.
+      labels: ``[...]`` integer class indices in ``[0, K)``.
+      epsilon: smoothing strength in ``[0, 1]`` (static or traced scalar).
+      paper_variant: use the ``ε/(K-1)`` off-class target instead of the uniform ``ε/K``.
+      where: optional boolean mask broadcastable to ``labels.shape``; masked rows give 0.
+
+    Returns:
+      ``[...]`` per-example losses (float32 or wider).
+
+    Raises:
+      ValueError: ``epsilon`` outside ``[0, 1]``, or ``paper_variant`` with ``K < 2``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from calib_jax.losses import label_smoothing_cross_entropy
+      >>> logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+      >>> loss = label_smoothing_cross_entropy(logits, jnp.array([0, 2]), epsilon=0.1)
+      >>> print([f"{float(x):.4f}" for x in loss])
+      ['0.3365', '1.5181']
+
+    References:
+      Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016.
+      Müller, Kornblith & Hinton, "When Does Label Smoothing Help?", NeurIPS 2019.
+      Mukhoti et al., "Calibrating Deep Neural Networks using Focal Loss", NeurIPS 2020.
+    """
+    _validation.check_unit_interval(epsilon, "epsilon")
+    z, labels, mask, num_classes = _common.prepare(logits, labels, where)
+    if paper_variant:
+        if num_classes < 2:
+            raise ValueError("paper_variant label smoothing needs K >= 2 classes (ε/(K-1)).")
+        epsilon = epsilon * num_classes / (num_classes - 1)
+    shifted, lse = _common.shifted_logits(z)
+    z_y = _validation.take_label(shifted, labels)
+    loss = lse - (1 - epsilon) * z_y - epsilon * jnp.mean(shifted, axis=-1)
+    return _common.apply_mask(loss, mask)
+
+
+def entropy_regularized_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, *, beta: float, where: ArrayLike | None = None
+) -> Array:
+    r"""Cross-entropy minus ``β`` times the predictive entropy (a confidence penalty), per example.
+
+    .. math::
+      \ell = -\log p_y - β\,H(p), \qquad H(p) = -\sum_k p_k \log p_k,\ p = \mathrm{softmax}(z).
+
+    ``β > 0`` rewards less confident predictions (Pereyra et al. 2017); Mukhoti et al. (2020)
+    show that focal loss is bounded below by this objective with ``β = γ``:
+    ``focal_γ >= CE - γ·H(p)`` for ``γ >= 1``. ``0·log 0`` is taken as 0 (it is computed as
+    ``p_k · log_softmax(z)_k``, finite for every finite logit).
+
+    Args:
+      logits: ``[..., K]`` floating logits.
+      labels: ``[...]`` integer class indices in ``[0, K)``.
+      beta: entropy weight ``>= 0``.
+      where: optional boolean mask broadcastable to ``labels.shape``; masked rows give 0.
+
+    Returns:
+      ``[...]`` per-example losses (float32 or wider; may be negative).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from calib_jax.losses import entropy_regularized_cross_entropy
+      >>> logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+      >>> loss = entropy_regularized_cross_entropy(logits, jnp.array([0, 2]), beta=0.5)
+      >>> print([f"{float(x):.4f}" for x in loss])
+      ['-0.0923', '1.0638']
+
+    References:
+      Pereyra et al., "Regularizing Neural Networks by Penalizing Confident Output
+      Distributions", ICLR workshop 2017.
+      Mukhoti et al., "Calibrating Deep Neural Networks using Focal Loss", NeurIPS 2020.
+    """
+    _validation.check_nonnegative(beta, "beta")
+    z, labels, mask, _ = _common.prepare(logits, labels, where)
+    shifted, lse = _common.shifted_logits(z)
+    log_p = shifted - lse[..., None]
+    entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    loss = -_validation.take_label(log_p, labels) - beta * entropy
+    return _common.apply_mask(loss, mask)
+
+
+def brier_score(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None) -> Array:
+    r"""Multi-class Brier score of ``softmax(logits)``, per example (sum over classes).
+
+    .. math::
+      \ell = \sum_k (p_k - \mathbf 1[k = y])^2, \qquad p = \mathrm{softmax}(z),
+
+    in ``[0, 2]``; the mean over the batch is the caller's. The true-class term uses
+    ``1 - p_y = -expm1(log p_y)`` so that small losses of confident, correct predictions keep
+    their relative accuracy.
+
+    Args:
+      logits: ``[..., K]`` floating logits.
+      labels: ``[...]`` integer class indices in ``[0, K)``.
+      where: optional boolean mask broadcastable to ``labels.shape``; masked rows give 0.
+
+    Returns:
+      ``[...]`` per-example scores (float32 or wider).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from calib_jax.losses import brier_score
+      >>> logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+      >>> loss = brier_score(logits, jnp.array([0, 2]))
+      >>> print([f"{float(x):.4f}" for x in loss])
+      ['0.0392', '0.9979']
+
+    References:
+      Brier, "Verification of Forecasts Expressed in Terms of Probability", Monthly Weather
+      Review, 1950.
+    """
+    z, labels, mask, num_classes = _common.prepare(logits, labels, where)
+    shifted, lse = _common.shifted_logits(z)
+    log_p = shifted - lse[..., None]
+    p = jnp.exp(log_p)
+    log_p_y = _validation.take_label(log_p, labels)
+    is_label = jnp.arange(num_classes) == labels[..., None]
+    off_label = jnp.sum(jnp.where(is_label, jnp.zeros((), p.dtype), p * p), axis=-1)
+    loss = off_label + jnp.square(jnp.expm1(log_p_y))
+    return _common.apply_mask(loss, mask)

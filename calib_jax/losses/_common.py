@@ -1,0 +1,73 @@
+"""Input handling shared by every loss: static checks, value checks, masks, compute dtype."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from calib_jax import _validation
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def row_mask(where: ArrayLike | None, shape: tuple[int, ...], name: str = "labels") -> Array | None:
+    """``where`` as a boolean array of ``shape`` (it must broadcast to it), or ``None``."""
+    if where is None:
+        return None
+    where_shape = tuple(np.shape(where))
+    try:
+        ok = np.broadcast_shapes(where_shape, shape) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"where must broadcast to {name}.shape = {shape} (one flag per row), "
+            f"got shape {where_shape}."
+        )
+    return jnp.broadcast_to(jnp.asarray(where, bool), shape)
+
+
+def prepare(
+    logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None
+) -> tuple[Array, Array, Array | None, int]:
+    """Checked, float32-or-wider logits and labels with masked rows sanitised.
+
+    Masked rows get logits 0 and label 0 so that padding (NaN logits, label -1) can never leak
+    NaN into the loss or its gradient; unmasked out-of-range labels are left as they are so that
+    :func:`calib_jax._validation.take_label` turns them into NaN.
+    """
+    num_classes = _validation.check_scores_and_labels(logits, labels)
+    labels = jnp.asarray(labels)
+    z = _validation.to_compute_dtype(logits)
+    mask = row_mask(where, labels.shape)
+    _validation.check_labels_in_range(labels, num_classes, mask)
+    if mask is not None:
+        z = jnp.where(mask[..., None], z, jnp.zeros((), z.dtype))
+        labels = jnp.where(mask, labels, jnp.zeros((), labels.dtype))
+    return z, labels, mask, num_classes
+
+
+def shifted_logits(z: Array) -> tuple[Array, Array]:
+    """``(z - max z, log Σ exp(z - max z))`` along the class axis.
+
+    The shift is a constant for the gradient (``stop_gradient``), as in a log-softmax, so the
+    backward pass is a single softmax; ``z - max z <= 0`` exactly and the log-normaliser is
+    ``>= 0``, so ``log p = shifted - lse <= 0`` holds in floating point as well.
+    """
+    shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    lse = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
+    return shifted, lse
+
+
+def label_log_prob(z: Array, labels: Array) -> Array:
+    """``log softmax(z)[..., y]``; NaN where a label is outside ``[0, K)``."""
+    shifted, lse = shifted_logits(z)
+    return _validation.take_label(shifted, labels) - lse
+
+
+def apply_mask(loss: Array, mask: Array | None) -> Array:
+    if mask is None:
+        return loss
+    return jnp.where(mask, loss, jnp.zeros((), loss.dtype))

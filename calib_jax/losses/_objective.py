@@ -1,0 +1,82 @@
+"""Turning a per-example loss into the scalar objective of a training step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from calib_jax import _validation
+from calib_jax.losses import _common
+from calib_jax.losses._mmce import mmce
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def scalar_objective(
+    loss_fn: Callable[..., Array],
+    *,
+    mmce_weight: float = 0.0,
+    kernel_width: float = 0.4,
+) -> Callable[..., Array]:
+    r"""Wrap a per-example loss into ``objective(logits, labels, where=None) -> scalar``.
+
+    .. math::
+      J = \frac{\sum_i \mathrm{where}_i\,\ell_i}{\max(1, \sum_i \mathrm{where}_i)}
+          + λ\,\mathrm{MMCE}_w,
+
+    the mean of ``loss_fn(logits, labels, where=where)`` over the valid entries (0 when none is
+    valid) plus, when ``mmce_weight = λ > 0``, the weighted MMCE of the same batch
+    (:func:`mmce` with ``weighted=True``), the training objective of Kumar et al. (2018)
+    (they used ``λ = 2`` on CIFAR and 8 on 20 Newsgroups with cross-entropy). Bind
+    hyperparameters first, e.g. ``functools.partial(focal_loss, gamma=3.0)``. For a loss with
+    one value per logit (:func:`sigmoid_focal_loss`, ``labels`` = targets) the mean runs over
+    every valid element. Padded batches: pass ``where`` and padded rows count for nothing.
+
+    Args:
+      loss_fn: a per-example loss ``fn(logits, labels, *, where=None) -> loss`` from this
+        module (or anything with that signature).
+      mmce_weight: ``λ >= 0``; 0 adds no MMCE term (and costs nothing).
+      kernel_width: Laplacian kernel width for the MMCE term.
+
+    Returns:
+      ``objective(logits, labels, where=None) -> scalar`` (float32 or wider), ready for
+      ``jax.value_and_grad`` in an optax train step.
+
+    Raises:
+      ValueError: a negative ``mmce_weight``.
+
+    Examples:
+      >>> import functools, jax.numpy as jnp
+      >>> from calib_jax.losses import focal_loss, scalar_objective
+      >>> objective = scalar_objective(functools.partial(focal_loss, gamma=3.0), mmce_weight=2.0)
+      >>> logits = jnp.array([[3.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.5, 0.0]])
+      >>> labels = jnp.array([0, 1, 1, 0])
+      >>> print(f"{float(objective(logits, labels)):.4f}")
+      1.8844
+      >>> print(f"{float(objective(logits, labels, where=jnp.array([1, 1, 1, 0]) > 0)):.4f}")
+      2.0361
+
+    References:
+      Kumar, Sarawagi & Jain, "Trainable Calibration Measures for Neural Networks from Kernel
+      Mean Embeddings", ICML 2018.
+    """
+    _validation.check_nonnegative(mmce_weight, "mmce_weight")
+
+    def objective(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None) -> Array:
+        per_example = loss_fn(logits, labels, where=where)
+        mask = _common.row_mask(where, per_example.shape, name="the loss")
+        if mask is None:
+            value = jnp.mean(per_example)
+        else:
+            total = jnp.sum(jnp.where(mask, per_example, jnp.zeros((), per_example.dtype)))
+            value = total / jnp.maximum(jnp.sum(mask), 1).astype(per_example.dtype)
+        if isinstance(mmce_weight, jax.core.Tracer) or mmce_weight > 0:
+            value = value + mmce_weight * mmce(
+                logits, labels, weighted=True, kernel_width=kernel_width, where=where
+            )
+        return value
+
+    return objective
