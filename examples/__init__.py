@@ -1,0 +1,1 @@
+"""Examples that use calib_jax end to end (never imported by the library)."""

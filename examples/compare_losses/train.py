@@ -1,0 +1,342 @@
+"""Training and evaluation: an NNX model, an optax optimizer and any calib_jax loss.
+
+* :func:`make_train_step`: one jit-compiled SGD step, data-parallel over a mesh with one
+  ``"data"`` axis (parameters replicated, batch sharded; XLA inserts the gradient all-reduce
+  and computes batch-norm statistics over the global batch, so the result matches a
+  single-device step).
+* :func:`make_eval_step`: a jit-compiled pass that returns the logits and feeds the streaming
+  :class:`calib_jax.metrics.CalibrationState`: each device adds its shard's per-bin sums,
+  then ``lax.psum`` over the data axis. Across hosts (``jax.distributed``) the mesh spans
+  every process's devices, so the same psum gives the global state.
+* :func:`train_and_evaluate`: the loop, with orbax checkpoints (resume gives bit-identical
+  continuation: the data order depends only on seed and epoch) and tqdm progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import calib_jax
+from examples.compare_losses import input_pipeline, models
+from examples.compare_losses.configs import Config
+
+DATA_AXIS = "data"
+
+Objective = Callable[..., jax.Array]
+
+
+def make_objective(name: str, config: Config) -> Objective:
+    """The scalar training objective ``objective(logits, labels, where=None)`` for ``name``.
+
+    ``ce`` cross-entropy, ``brier`` Brier score, ``mmce`` CE + λ·MMCE_w (λ =
+    ``config.mmce_weight``), ``ls`` label smoothing (``config.ls_epsilon``, paper variant by
+    default), ``fl3`` focal loss γ = 3, ``flsd53`` sample-dependent focal loss (γ = 5 below
+    p_y = 0.2, else 3). All are built with :func:`calib_jax.losses.scalar_objective`.
+    """
+    L = calib_jax.losses
+    per_example = {
+        "ce": L.cross_entropy,
+        "brier": L.brier_score,
+        "mmce": L.cross_entropy,
+        "ls": functools.partial(
+            L.label_smoothing_cross_entropy,
+            epsilon=config.ls_epsilon,
+            paper_variant=config.ls_paper_variant,
+        ),
+        "fl3": functools.partial(L.focal_loss, gamma=3.0),
+        "flsd53": functools.partial(L.adaptive_focal_loss, boundaries=(0.2,), gammas=(5.0, 3.0)),
+    }
+    if name not in per_example:
+        raise ValueError(f"unknown loss {name!r}; choose from {sorted(per_example)}")
+    mmce_weight = config.mmce_weight if name == "mmce" else 0.0
+    return L.scalar_objective(per_example[name], mmce_weight=mmce_weight)
+
+
+def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD with momentum, coupled L2 weight decay and the config's step schedule."""
+    schedule = optax.piecewise_constant_schedule(
+        config.learning_rate,
+        {b * steps_per_epoch: config.lr_decay for b in config.lr_boundaries},
+    )
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(schedule, momentum=config.momentum),
+    )
+
+
+def make_mesh(devices: Iterable[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh over ``devices`` (default: every device of every process), axis ``"data"``.
+
+    The axis is ``Auto`` so that XLA propagates shardings through ops such as segment sums.
+    """
+    devices = np.asarray(list(jax.devices() if devices is None else devices))
+    return jax.sharding.Mesh(devices, (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def create_train_state(
+    config: Config,
+    info: input_pipeline.DatasetInfo,
+    *,
+    steps_per_epoch: int,
+    mesh: jax.sharding.Mesh,
+) -> tuple[nnx.GraphDef, nnx.State]:
+    """The model and optimizer as (graphdef, state); the state is replicated over ``mesh``."""
+    model = models.create_model(
+        config.model, num_classes=info.num_classes, image_shape=info.image_shape, seed=config.seed
+    )
+    optimizer = nnx.Optimizer(model, create_optimizer(config, steps_per_epoch), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+    return graphdef, jax.device_put(state, NamedSharding(mesh, P()))
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef, objective: Objective, mesh: jax.sharding.Mesh
+) -> Callable[[nnx.State, jax.Array, jax.Array], tuple[nnx.State, jax.Array]]:
+    """``step(state, images, labels) -> (state, loss)``, jit-compiled and data-parallel.
+
+    ``images [B, H, W, C]`` and ``labels [B]`` are sharded over the mesh's data axis
+    (``B`` divisible by the number of devices); the state stays replicated.
+    """
+
+    def step(state, images, labels):
+        model, optimizer = nnx.merge(graphdef, state)
+        model.train()
+
+        def loss_fn(model):
+            return objective(model(images), labels)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss
+
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+    return jax.jit(
+        step, in_shardings=(repl, data, data), out_shardings=(repl, repl), donate_argnums=0
+    )
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, *, num_bins: int
+) -> Callable[..., tuple[Any, jax.Array]]:
+    """``step(state, metrics, images, labels, mask) -> (metrics, logits)``.
+
+    ``metrics`` is a :class:`calib_jax.metrics.CalibrationState`; each device updates an empty
+    state with its shard (padding rows masked out), the per-device states are summed with
+    ``lax.psum`` over the data axis and merged into ``metrics``. The logits come back
+    replicated so every process can read all of them (for post-hoc calibration).
+    """
+
+    def logits_fn(state, images):
+        model, _ = nnx.merge(graphdef, state)
+        model.eval()
+        return model(images).astype(jnp.float32)
+
+    def local_update(logits, labels, mask):
+        empty = calib_jax.metrics.CalibrationState.empty(logits.shape[-1], num_bins=num_bins)
+        local = empty.update(logits, labels, where=mask)
+        return jax.tree.map(lambda x: jax.lax.psum(x, DATA_AXIS), local)
+
+    def step(state, metrics, images, labels, mask):
+        logits = logits_fn(state, images)
+        batch_metrics = jax.shard_map(
+            local_update,
+            mesh=mesh,
+            in_specs=(P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
+            out_specs=P(),
+        )(logits, labels, mask)
+        return metrics.merge(batch_metrics), logits
+
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+    return jax.jit(step, in_shardings=(repl, repl, data, data, data), out_shardings=(repl, repl))
+
+
+def global_batch(mesh: jax.sharding.Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+    """Host-local batch shards → global arrays sharded over the data axis (multi-process
+    safe: each process passes only its own rows)."""
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return tuple(jax.make_array_from_process_local_data(sharding, a) for a in arrays)
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    """A replicated array as NumPy (reads the local copy; works across processes)."""
+    return np.asarray(x.addressable_data(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Logits and labels of one split (padding removed) and its streamed calibration report."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    report: Any
+
+
+def evaluate(
+    eval_step: Callable[..., tuple[Any, jax.Array]],
+    state: nnx.State,
+    source: input_pipeline.Source,
+    info: input_pipeline.DatasetInfo,
+    mesh: jax.sharding.Mesh,
+    *,
+    batch_size: int,
+    num_bins: int,
+) -> Evaluation:
+    """Runs ``eval_step`` over all of ``source``; every process gets the global result."""
+    metrics = jax.device_put(
+        calib_jax.metrics.CalibrationState.empty(info.num_classes, num_bins=num_bins),
+        NamedSharding(mesh, P()),
+    )
+    logits, labels = [], []
+    batches = input_pipeline.eval_batches(
+        source,
+        info,
+        batch_size=batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    for batch in batches:
+        images, y, mask = global_batch(mesh, batch.image, batch.label, batch.mask)
+        metrics, batch_logits = eval_step(state, metrics, images, y, mask)
+        logits.append(_host(batch_logits))
+        labels.append(_host(_replicated(mesh, y)))
+    n = len(source)
+    return Evaluation(
+        np.concatenate(logits)[:n], np.concatenate(labels)[:n], jax.device_get(metrics.compute())
+    )
+
+
+@functools.cache
+def _replicate_fn(mesh: jax.sharding.Mesh) -> Callable[[jax.Array], jax.Array]:
+    return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, P()))
+
+
+def _replicated(mesh: jax.sharding.Mesh, x: jax.Array) -> jax.Array:
+    return _replicate_fn(mesh)(x)
+
+
+def _checkpoint_manager(workdir: Path, every: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=2, save_interval_steps=every, enable_async_checkpointing=False
+    )
+    return ocp.CheckpointManager(workdir.resolve() / "checkpoints", options=options)
+
+
+def _restore(manager: ocp.CheckpointManager, state: nnx.State) -> tuple[nnx.State, int]:
+    """Restores the latest checkpoint into ``state`` (same shardings); returns the next epoch."""
+    epoch = manager.latest_step()
+    if epoch is None:
+        return state, 0
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+    restored = manager.restore(epoch, args=ocp.args.StandardRestore(target))
+    nnx.replace_by_pure_dict(state, restored)
+    return state, epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_and_evaluate` returns: final state, per-epoch mean losses, and the
+    validation and test evaluations used for post-hoc calibration and the table."""
+
+    state: nnx.State
+    losses: list[float]
+    validation: Evaluation
+    test: Evaluation
+
+
+def train_and_evaluate(
+    config: Config,
+    loss_name: str,
+    workdir: str | Path | None,
+    *,
+    splits: input_pipeline.Splits | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains ``config.model`` with loss ``loss_name`` and evaluates on validation and test.
+
+    With a ``workdir``, an orbax checkpoint is written every ``config.checkpoint_every_epochs``
+    epochs and at the end, and training resumes from the latest one.
+    """
+    from tqdm.auto import tqdm
+
+    mesh = make_mesh() if mesh is None else mesh
+    if splits is None:
+        splits = input_pipeline.get_splits(
+            config.dataset, seed=config.seed, val_fraction=config.val_fraction
+        )
+    train_source = splits.train
+    if config.max_train_examples is not None:
+        keep = np.arange(min(config.max_train_examples, len(train_source)))
+        train_source = input_pipeline.SubsetSource(train_source, keep)
+    steps_per_epoch = len(train_source) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError("batch_size is larger than the training set")
+    for b in (config.batch_size, config.eval_batch_size):
+        if b % mesh.size:
+            raise ValueError(f"batch size {b} is not divisible by the {mesh.size} devices")
+
+    graphdef, state = create_train_state(
+        config, splits.info, steps_per_epoch=steps_per_epoch, mesh=mesh
+    )
+    train_step = make_train_step(graphdef, make_objective(loss_name, config), mesh)
+    eval_step = make_eval_step(graphdef, mesh, num_bins=config.num_bins)
+
+    manager = None
+    start = 0
+    if workdir is not None:
+        manager = _checkpoint_manager(Path(workdir), config.checkpoint_every_epochs)
+        state, start = _restore(manager, state)
+
+    epoch_losses: list[float] = []
+    bar = tqdm(
+        range(start, config.num_epochs),
+        desc=f"{loss_name:>6}",
+        disable=not progress or jax.process_index() != 0,
+        leave=False,
+    )
+    for epoch in bar:
+        total = jnp.zeros((), jnp.float32)
+        batches = input_pipeline.train_batches(
+            train_source,
+            splits.info,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            epoch=epoch,
+            augment=config.augment,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        for batch in batches:
+            images, labels = global_batch(mesh, batch.image, batch.label)
+            state, loss = train_step(state, images, labels)
+            total = total + loss
+        epoch_losses.append(float(total) / steps_per_epoch)
+        bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
+        if manager is not None:
+            done = epoch + 1
+            if done % config.checkpoint_every_epochs == 0 or done == config.num_epochs:
+                manager.save(done, args=ocp.args.StandardSave(nnx.to_pure_dict(state)), force=True)
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+
+    kwargs = dict(batch_size=config.eval_batch_size, num_bins=config.num_bins)
+    return TrainResult(
+        state,
+        epoch_losses,
+        evaluate(eval_step, state, splits.validation, splits.info, mesh, **kwargs),
+        evaluate(eval_step, state, splits.test, splits.info, mesh, **kwargs),
+    )
