@@ -145,8 +145,11 @@ def _tfds(name: str, *, data_dir: str | None, download: bool) -> tuple[Source, S
     try:
         train = tfds.data_source(name, split="train", data_dir=data_dir, download=download)
         test = tfds.data_source(name, split="test", data_dir=data_dir, download=download)
-    except (KeyError, FileNotFoundError, AssertionError) as err:
-        raise RuntimeError(_not_prepared_message(name, data_dir)) from err
+    except Exception as err:  # tfds reports a missing or unusable dataset in many ways
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise RuntimeError(
+            f"{_not_prepared_message(name, data_dir)} (tfds: {type(err).__name__}: {first_line})"
+        ) from err
     features = tfds.builder(name, data_dir=data_dir).info.features
     info = DatasetInfo(name, features["label"].num_classes, tuple(features["image"].shape), 255.0)
     return train, test, info
