@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from calib_jax import _validation
 from calib_jax.losses import _common
@@ -16,27 +17,44 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 
+def _focal_weight(log_p: Array, gamma: Array) -> tuple[Array, Array, Array]:
+    """``(w, q, log q)`` with ``q = 1 - p = -expm1(log p)`` and ``w = q^γ`` (``0^0 = 1``).
+
+    ``log q`` is replaced by 0 where ``q = 0`` (only reached through ``where``), so no branch
+    ever sees ``log 0``.
+    """
+    q = -jnp.expm1(log_p)
+    positive = q > 0
+    log_q = jnp.log(jnp.where(positive, q, jnp.ones((), q.dtype)))
+    w = jnp.where(positive, jnp.exp(gamma * log_q), (gamma == 0).astype(q.dtype))
+    return w, q, log_q
+
+
 @jax.custom_jvp
 def _focal_term(log_p: Array, gamma: Array) -> Array:
     """``-(1 - p)^γ · log p`` as a function of ``log p <= 0``, elementwise."""
-    return -jnp.power(-jnp.expm1(log_p), gamma) * log_p
+    return -_focal_weight(log_p, gamma)[0] * log_p
 
 
-@_focal_term.defjvp
 def _focal_term_jvp(primals, tangents):
     # Autodiff of (1 - p)^γ gives γ(1-p)^(γ-1) = inf at p = 1 for γ < 1, times log p = 0: NaN.
     # Hand-derived instead: d/d(log p) = w·(γ·p·log p/(1-p) - 1), where log p/(1-p) → -1 as
     # p → 1, and d/dγ = -w·log(1-p)·log p → 0; both finite for every finite log p and γ >= 0.
     log_p, gamma = primals
     d_log_p, d_gamma = tangents
-    q = -jnp.expm1(log_p)
-    w = jnp.power(q, gamma)
+    w, q, log_q = _focal_weight(log_p, gamma)
     positive = q > 0
-    safe_q = jnp.where(positive, q, jnp.ones((), q.dtype))
-    ratio = jnp.where(positive, log_p / safe_q, -jnp.ones((), q.dtype))
-    slope_log_p = w * (gamma * jnp.exp(log_p) * ratio - 1)
-    slope_gamma = jnp.where(positive, -w * log_p * jnp.log(safe_q), jnp.zeros((), q.dtype))
-    return -w * log_p, slope_log_p * d_log_p + slope_gamma * d_gamma
+    ratio = jnp.where(positive, log_p / jnp.where(positive, q, 1), -jnp.ones((), q.dtype))
+    out = -w * log_p
+    tangent = jnp.zeros_like(out)
+    if not isinstance(d_log_p, SymbolicZero):
+        tangent = w * (gamma * (1 - q) * ratio - 1) * d_log_p
+    if not isinstance(d_gamma, SymbolicZero):
+        tangent = tangent + jnp.where(positive, -w * log_p * log_q, 0) * d_gamma
+    return out, tangent
+
+
+_focal_term.defjvp(_focal_term_jvp, symbolic_zeros=True)
 
 
 def _gamma_array(gamma: ArrayLike, shape: tuple[int, ...], dtype) -> Array:

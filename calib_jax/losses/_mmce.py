@@ -89,7 +89,7 @@ def mmce(
     valid = jnp.ones(labels.shape, bool) if mask is None else mask.reshape(-1)
     label_ok = (labels >= 0) & (labels < num_classes)
 
-    shifted, lse = _common.shifted_logits(z)
+    shifted, _, lse = _common.log_normalizer(z)
     p = jnp.exp(shifted - lse[:, None])
     r = jnp.max(p, axis=-1)
     correct = jnp.argmax(jax.lax.stop_gradient(p), axis=-1) == labels

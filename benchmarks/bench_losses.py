@@ -1,0 +1,111 @@
+"""Value-and-grad of the mean loss, jitted, against optax's integer-label cross-entropy.
+
+Each row times ``jax.jit(jax.value_and_grad(lambda z: loss(z, labels).mean()))`` on float32
+logits; ratios are to ``optax.softmax_cross_entropy_with_integer_labels`` timed in the same
+run. "naive focal" is autodiff of ``-(1 - softmax(z)[y])**γ * log_softmax(z)[y]`` (what the
+hand-derived gradient replaces), shown for scale. Targets: focal and FLSD <= 1.25x, label
+smoothing <= 1.1x.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks._harness import print_table, time_ms
+from calib_jax import losses
+
+
+def _naive_focal(logits, labels, gamma=3.0):
+    log_p = jax.nn.log_softmax(logits)
+    p = jax.nn.softmax(logits)
+    log_p_y = jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
+    p_y = jnp.take_along_axis(p, labels[:, None], axis=-1)[:, 0]
+    return -((1 - p_y) ** gamma) * log_p_y
+
+
+CANDIDATES = {
+    "optax CE": optax.softmax_cross_entropy_with_integer_labels,
+    "cross_entropy": losses.cross_entropy,
+    "label smoothing (ε=0.1)": functools.partial(losses.label_smoothing_cross_entropy, epsilon=0.1),
+    "focal (γ=3)": functools.partial(losses.focal_loss, gamma=3.0),
+    "focal (γ=0.5)": functools.partial(losses.focal_loss, gamma=0.5),
+    "FLSD-53": losses.adaptive_focal_loss,
+    "entropy-reg. CE (β=0.1)": functools.partial(
+        losses.entropy_regularized_cross_entropy, beta=0.1
+    ),
+    "brier_score": losses.brier_score,
+    "naive focal (γ=3)": _naive_focal,
+}
+
+
+def _interleaved(steps: dict, args: tuple, rounds: int) -> dict[str, list[float]]:
+    """Time every step once per round, round-robin, so load changes hit all alike."""
+    for step in steps.values():
+        time_ms(functools.partial(step, *args), repeats=1)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name].append(time_ms(functools.partial(step, *args), repeats=1, warmup=0))
+    return times
+
+
+def main(quick: bool) -> None:
+    sizes = (
+        [(20_000, 10), (4_000, 100), (1_000, 1000)]
+        if quick
+        else [(1_000_000, 10), (100_000, 100), (20_000, 1000)]
+    )
+    rounds = 5 if quick else 21
+    rng = np.random.default_rng(0)
+    median, best = {}, {}
+    for n, k in sizes:
+        logits = jnp.asarray(rng.normal(0, 3, (n, k)), jnp.float32)
+        labels = jnp.asarray(rng.integers(0, k, n), jnp.int32)
+        steps = {
+            name: jax.jit(jax.value_and_grad(lambda z, y, fn=fn: jnp.mean(fn(z, y))))
+            for name, fn in CANDIDATES.items()
+        }
+        for name, times in _interleaved(steps, (logits, labels), rounds).items():
+            median[name, n, k] = float(np.median(times))
+            best[name, n, k] = min(times)
+    header = (
+        ["loss"]
+        + [f"{n}×{k} ms (median)" for n, k in sizes]
+        + [f"{n}×{k} ratio median / best" for n, k in sizes]
+    )
+    rows = []
+    for name in CANDIDATES:
+        times = [median[name, n, k] for n, k in sizes]
+        ratios = [
+            f"{median[name, n, k] / median['optax CE', n, k]:.2f}x / "
+            f"{best[name, n, k] / best['optax CE', n, k]:.2f}x"
+            for n, k in sizes
+        ]
+        rows.append([name, *times, *ratios])
+    print_table(
+        f"Losses: jitted value-and-grad of the mean loss (float32), {rounds} interleaved rounds; "
+        "ratio to optax CE (of medians / of best times)",
+        header,
+        rows,
+    )
+    mmce_rows = []
+    for n in [256] if quick else [256, 1024]:
+        logits = jnp.asarray(rng.normal(0, 3, (n, 10)), jnp.float32)
+        labels = jnp.asarray(rng.integers(0, 10, n), jnp.int32)
+        steps = {
+            "CE": jax.jit(jax.value_and_grad(lambda z, y: jnp.mean(losses.cross_entropy(z, y)))),
+            "MMCE_w": jax.jit(jax.value_and_grad(lambda z, y: losses.mmce(z, y, weighted=True))),
+        }
+        times = _interleaved(steps, (logits, labels), rounds)
+        t_ce, t_mm = float(np.median(times["CE"])), float(np.median(times["MMCE_w"]))
+        mmce_rows.append([f"{n}×10", t_ce, t_mm, f"{t_mm / t_ce:.1f}x"])
+    print_table(
+        "MMCE_w (O(N²) pairs): value-and-grad per training batch, medians",
+        ["batch", "CE ms", "MMCE_w ms", "ratio"],
+        mmce_rows,
+    )
