@@ -1,1 +1,59 @@
-"""Post-hoc calibrators (filled in by the calibrators module)."""
+"""Post-hoc calibrators, shaped like optax transformations.
+
+Each constructor returns a :class:`Calibrator` ``(fit, apply, apply_logits, inputs)`` of pure
+functions: ``params = fit(x, labels, *, where=None)`` returns a ``NamedTuple`` of arrays, and
+``apply(params, x)`` returns probabilities whose rows sum to one. Hyperparameters are
+constructor arguments, so ``fit`` and ``apply`` can be ``jax.jit``-compiled, ``jax.vmap``-ed over
+a stack of models' validation sets, and their parameters saved as plain pytrees.
+
+* On logits: :func:`temperature_scaling`, :func:`vector_scaling`, :func:`matrix_scaling`,
+  :func:`platt_scaling` (binary).
+* On probabilities (binary ``[N]`` or one-vs-rest / top-label ``[N, K]``):
+  :func:`histogram_binning`, :func:`isotonic_regression`, :func:`bbq`.
+* :func:`calibrate_and_report`: fit on validation data and compare test metrics.
+
+Fit-time checks: empty or one-sample sets, mismatched shapes and wrong dtypes raise at trace
+time; NaN inputs, labels out of range and a single class present raise eagerly, are checkify
+checks under ``jit`` (see :mod:`calib_jax.validation`) and give NaN parameters.
+``apply`` raises when the parameters were fitted for a different number of classes.
+"""
+
+from calib_jax.calibrators._base import Calibrator
+from calib_jax.calibrators._nonparametric import (
+    BBQParams,
+    HistogramBinningParams,
+    IsotonicParams,
+    bbq,
+    histogram_binning,
+    isotonic_regression,
+)
+from calib_jax.calibrators._report import calibrate_and_report
+from calib_jax.calibrators._scaling import (
+    MatrixScalingParams,
+    PlattParams,
+    TemperatureParams,
+    VectorScalingParams,
+    matrix_scaling,
+    platt_scaling,
+    temperature_scaling,
+    vector_scaling,
+)
+
+__all__ = [
+    "BBQParams",
+    "Calibrator",
+    "HistogramBinningParams",
+    "IsotonicParams",
+    "MatrixScalingParams",
+    "PlattParams",
+    "TemperatureParams",
+    "VectorScalingParams",
+    "bbq",
+    "calibrate_and_report",
+    "histogram_binning",
+    "isotonic_regression",
+    "matrix_scaling",
+    "platt_scaling",
+    "temperature_scaling",
+    "vector_scaling",
+]
