@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from fractions import Fraction
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,3 +59,98 @@ def bin_index(values: jax.Array, num_bins: int) -> jax.Array:
     upper = e[guess + 1]
     idx = guess - (values <= lower).astype(jnp.int32) + (values > upper).astype(jnp.int32)
     return jnp.clip(idx, 0, num_bins - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-bin sums: the one engine every binned metric, reliability diagram and streaming state reads.
+
+
+class BinSums(NamedTuple):
+    """Per-bin sufficient statistics of top-label (or positive-class) calibration, shape ``[M]``.
+
+    ``count`` and ``correct`` are int32 (exact) for unweighted or masked input and float32 for
+    real-valued sample weights; ``confidence`` is the float32 sum of confidences.
+    """
+
+    count: jax.Array
+    correct: jax.Array
+    confidence: jax.Array
+
+
+@jax.jit
+def first_max_correct(scores: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Row maximum of ``scores [N, K]`` and whether ``labels`` is its *first* maximiser.
+
+    Equivalent to ``(max(scores, -1), argmax(scores, -1) == labels)`` with NumPy's first-maximum
+    tie rule, without ``argmax`` (a variadic reduction that is slow on XLA:CPU for wide rows):
+    the label is the first maximiser iff it attains the maximum and no earlier column does.
+    Out-of-range labels give ``correct = False``; callers poison them with NaN.
+    """
+    top = jnp.max(scores, axis=-1)
+    k = scores.shape[-1]
+    valid = (labels >= 0) & (labels < k)
+    at_label = jnp.take_along_axis(scores, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    column = jax.lax.broadcasted_iota(labels.dtype, scores.shape, scores.ndim - 1)
+    earlier_tie = jnp.any((scores == top[..., None]) & (column < labels[..., None]), axis=-1)
+    return top, valid & (at_label == top) & ~earlier_tie
+
+
+def _weights(weights: jax.Array | None, n: int) -> jax.Array:
+    """Unit/bool/int weights as int32 (exact counts); float weights as float32 or wider."""
+    if weights is None:
+        return jnp.ones((n,), jnp.int32)
+    if jnp.issubdtype(weights.dtype, jnp.floating):
+        return weights.astype(jnp.promote_types(weights.dtype, jnp.float32))
+    return weights.astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def bin_sums(
+    confidence: jax.Array,
+    correct: jax.Array,
+    num_bins: int,
+    weights: jax.Array | None = None,
+) -> BinSums:
+    """Per-bin ``(Σw, Σw·a, Σw·c)`` of ``confidence [N]`` and boolean ``correct [N]``.
+
+    ``weights`` (``[N]``) may be bool/int (exact int32 counts; a mask is 0/1 weights) or float
+    (float32 counts, e.g. bootstrap weights). Counts and correct counts come from a single int
+    scatter into ``2·M`` slots (bin, correct), confidences from one float scatter. A sample
+    with weight 0 contributes nothing, even when its confidence is NaN (padding).
+    """
+    conf = v.to_compute_dtype(confidence)
+    b = bin_index(conf, num_bins)
+    w = _weights(weights, conf.shape[0])
+    slot = 2 * b + correct.astype(jnp.int32)
+    pairs = jnp.zeros((2 * num_bins,), w.dtype).at[slot].add(w).reshape(num_bins, 2)
+    wc = jnp.where(w > 0, w.astype(conf.dtype) * conf, 0)
+    conf_sum = jnp.zeros((num_bins,), conf.dtype).at[b].add(wc)
+    return BinSums(pairs[:, 0] + pairs[:, 1], pairs[:, 1], conf_sum)
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def classwise_gap_sums(
+    probs: jax.Array, labels: jax.Array, num_bins: int, weights: jax.Array | None = None
+) -> jax.Array:
+    """Per class ``j`` and bin ``m`` of ``p[:, j]``: ``Σ_n w_n·(1[y_n = j] - p[n, j])``, ``[K, M]``.
+
+    For each class the weighted gap ``(|B_mj|/N)·|A_mj - C_mj|`` equals ``|this sum| / N``, so a
+    single scatter of the combined quantity over the ``N·K`` entries replaces three, and no
+    ``[N, K, M]`` one-hot is ever formed. An out-of-range label poisons its row with NaN.
+    """
+    p = v.to_compute_dtype(probs)
+    k = p.shape[1]
+    column = jax.lax.broadcasted_iota(labels.dtype, p.shape, 1)
+    valid = (labels >= 0) & (labels < k)
+    hit = (column == labels[:, None]).astype(p.dtype)
+    gap = jnp.where(valid[:, None], hit - p, jnp.nan)
+    if weights is not None:
+        w = weights.astype(p.dtype)[:, None]
+        gap = jnp.where(w > 0, w * gap, 0)
+    slot = bin_index(p, num_bins) + num_bins * column
+    return (
+        jnp.zeros((k * num_bins,), p.dtype)
+        .at[slot.reshape(-1)]
+        .add(gap.reshape(-1))
+        .reshape(k, num_bins)
+    )

@@ -1,1 +1,41 @@
-"""Calibration metrics (filled in by the metrics module)."""
+"""Calibration metrics: exact binned metrics, proper scores and a mergeable streaming state.
+
+All binned metrics read one engine, the per-bin sums ``(Σw, Σw·a, Σw·c)`` of
+:mod:`calib_jax._binning` (per class for classwise ECE), so one-shot, streamed, sharded and
+bootstrapped results agree. Conventions (see each docstring): equal-width bins
+``((m-1)/M, m/M]`` decided exactly on the input value (``0`` in the first bin); empty bins weigh
+0 and are never NaN; the prediction is the first maximum of each row; ``[N, K]`` input is
+top-label calibration and ``[N]`` input binary positive-class calibration; accumulation in
+float32 or wider whatever the input dtype; invalid input raises (eagerly) or gives NaN.
+"""
+
+from calib_jax._binning import BinSums
+from calib_jax.metrics._adaptive import ada_ece
+from calib_jax.metrics._binned import (
+    ReliabilityDiagram,
+    classwise_ece,
+    debiased_l2_ece,
+    ece,
+    lp_ece,
+    mce,
+    reliability_diagram,
+)
+from calib_jax.metrics._report import CalibrationReport, calibration_report
+from calib_jax.metrics._scores import accuracy, brier, nll
+
+__all__ = [
+    "BinSums",
+    "CalibrationReport",
+    "ReliabilityDiagram",
+    "accuracy",
+    "ada_ece",
+    "brier",
+    "calibration_report",
+    "classwise_ece",
+    "debiased_l2_ece",
+    "ece",
+    "lp_ece",
+    "mce",
+    "nll",
+    "reliability_diagram",
+]

@@ -1,0 +1,157 @@
+"""All standard calibration metrics from logits in one jit-compiled pass."""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from calib_jax import _binning
+from calib_jax import _validation as v
+from calib_jax.metrics import _adaptive, _binned, _inputs, _scores
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+class CalibrationReport(NamedTuple):
+    """Scalar calibration metrics of one set of predictions (each a float32 scalar).
+
+    Attributes:
+      ece: equal-width ECE (:func:`calib_jax.metrics.ece`).
+      mce: maximum calibration error (:func:`calib_jax.metrics.mce`).
+      ada_ece: equal-mass AdaECE (:func:`calib_jax.metrics.ada_ece`; approximate, with a
+        documented bound, when computed from a streaming state).
+      classwise_ece: classwise ECE (:func:`calib_jax.metrics.classwise_ece`).
+      nll: mean negative log-likelihood.
+      brier: mean multi-class Brier score.
+      accuracy: top-1 accuracy (first-maximum ties).
+      error: test error ``1 - accuracy``.
+    """
+
+    ece: Array
+    mce: Array
+    ada_ece: Array
+    classwise_ece: Array
+    nll: Array
+    brier: Array
+    accuracy: Array
+    error: Array
+
+
+class _Pass(NamedTuple):
+    """Per-sample quantities of one pass over the logits, shared by every metric."""
+
+    conf: Array
+    correct: Array
+    probs: Array
+    nll: Array
+    brier: Array
+    hit: Array
+
+
+def logits_pass(logits: Array, labels: Array) -> _Pass:
+    """Softmax, its maximum, the first-maximum correctness, NLL and Brier from one softmax.
+
+    ``[N]`` binary logits give the positive-class quantities (confidence ``σ(z)``, "correct"
+    means ``label == 1``, accuracy thresholds ``σ(z) > 0.5``) and two-column probabilities.
+    """
+    z = v.to_compute_dtype(logits)
+    if z.ndim == 1:
+        valid = (labels == 0) | (labels == 1)
+        p = jax.nn.sigmoid(z)
+        conf = jnp.where(valid, p, jnp.nan)
+        positive = labels == 1
+        return _Pass(
+            conf=conf,
+            correct=positive,
+            probs=jnp.stack([1 - p, p], axis=-1),
+            nll=_scores.per_sample_nll(z, labels),
+            brier=_scores.per_sample_brier(p, labels),
+            hit=(z > 0) == positive,
+        )
+    top, hit = _binning.first_max_correct(z, labels)
+    e = jnp.exp(z - top[:, None])
+    s = jnp.sum(e, axis=-1)
+    p = e / s[:, None]
+    log_p_y = v.take_label(z, labels) - top - jnp.log(s)
+    conf = jnp.where(jnp.isnan(log_p_y), jnp.nan, 1.0 / s)
+    p_y = jnp.exp(log_p_y)
+    return _Pass(
+        conf=conf,
+        correct=hit,
+        probs=p,
+        nll=-log_p_y,
+        brier=jnp.sum(p * p, axis=-1) - 2 * p_y + 1,
+        hit=hit,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def _report(logits: Array, labels: Array, where: Array | None, num_bins: int):
+    q = logits_pass(logits, labels)
+    sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
+    gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
+    total = _binned.total_weight(sums)
+    acc = _scores.weighted_mean(q.hit.astype(q.conf.dtype), where)
+    return CalibrationReport(
+        ece=_binned.ece_from_sums(sums),
+        mce=_binned.mce_from_sums(sums),
+        ada_ece=_adaptive.equal_mass_ece(q.conf, q.correct, where, num_bins),
+        classwise_ece=_binned.classwise_from_sums(gaps, total),
+        nll=_scores.weighted_mean(q.nll, where),
+        brier=_scores.weighted_mean(q.brier, where),
+        accuracy=acc,
+        error=1 - acc,
+    )
+
+
+def calibration_report(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    num_bins: int = 15,
+    where: ArrayLike | None = None,
+) -> CalibrationReport:
+    """ECE, MCE, AdaECE, classwise ECE, NLL, Brier, accuracy and error from logits, in one pass.
+
+    One jit-compiled function computes the softmax once and shares its maximum, the
+    first-maximum correctness and the bin assignment between all metrics. The definitions are
+    those of :func:`ece`, :func:`mce`, :func:`ada_ece` (equal-mass), :func:`classwise_ece`,
+    :func:`nll`, :func:`brier` and :func:`accuracy`: equal-width bins ``((m-1)/M, m/M]``
+    decided exactly, empty bins weigh 0, ties go to the first maximum, float32 (or wider)
+    accumulation. The confidence is ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the
+    prediction the first maximum of the logits. Binary ``[N]`` logits (of the positive class)
+    give positive-class ECE/MCE/AdaECE, two-column classwise ECE, binary cross-entropy, the
+    binary Brier score ``(p - y)²`` and accuracy of ``p > 0.5``.
+
+    Args:
+      logits: ``[N, K]`` finite logits (any float dtype; computed in float32 or wider) or
+        ``[N]`` binary logits.
+      labels: ``[N]`` integer labels in ``[0, K)``.
+      num_bins: number of bins for the binned metrics (static int ``>= 1``).
+      where: optional bool ``[N]`` mask; masked samples are ignored.
+
+    Returns:
+      :class:`CalibrationReport` of float32 scalars.
+
+    Examples:
+      >>> import jax.numpy as jnp, calib_jax as cj
+      >>> logits = jnp.log(jnp.array([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40],
+      ...                             [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]))
+      >>> r = cj.metrics.calibration_report(logits, jnp.array([0, 1, 2, 0]), num_bins=3)
+      >>> print(f"{float(r.ece):.4f} {float(r.mce):.4f} {float(r.accuracy):.2f}")
+      0.2000 0.2333 0.50
+
+    References:
+      Guo et al., ICML 2017; Mukhoti et al., NeurIPS 2020; Kull et al., NeurIPS 2019.
+    """
+    num_bins = v.check_num_bins(num_bins)
+    _inputs.check_common(logits, labels, where, None, "logits")
+    v.check_finite(jnp.asarray(logits), "logits", where)
+    w = None if where is None else jnp.asarray(where, bool)
+    if w is not None:
+        v.check_value(jnp.any(w), "every sample is masked out (where): no data.")
+    return _report(jnp.asarray(logits), jnp.asarray(labels), w, num_bins)

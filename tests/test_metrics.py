@@ -1,0 +1,411 @@
+"""Binned metrics vs independent float64 NumPy references, published values and peers."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import calib_jax as cj
+from calib_jax import metrics as cm
+
+# ------------------------------------------------------------------------------------------------
+# Independent float64 references (loops over bins; NumPy argmax ties; exact bin rule).
+
+
+def ref_bin(c, m):
+    # float32 values are never within float64 rounding of a non-representable m/M, so the
+    # float64 product decides the real-number rule exactly.
+    c = np.asarray(c, np.float64)
+    return np.clip(np.ceil(c * m).astype(int) - 1, 0, m - 1)
+
+
+def ref_top_label(p, y):
+    p = np.asarray(p, np.float64)
+    if p.ndim == 1:
+        return p, (np.asarray(y) == 1).astype(np.float64)
+    return p.max(1), (p.argmax(1) == np.asarray(y)).astype(np.float64)
+
+
+def ref_bins_stats(c, a, m):
+    b = ref_bin(c, m)
+    out = []
+    for i in range(m):
+        sel = b == i
+        n = sel.sum()
+        out.append((n, a[sel].mean() if n else 0.0, c[sel].mean() if n else 0.0))
+    return out
+
+
+def ref_ece(p, y, m, power=1):
+    c, a = ref_top_label(p, y)
+    s = sum(n / len(c) * abs(acc - conf) ** power for n, acc, conf in ref_bins_stats(c, a, m))
+    return s ** (1 / power)
+
+
+def ref_mce(p, y, m):
+    c, a = ref_top_label(p, y)
+    return max(abs(acc - conf) for n, acc, conf in ref_bins_stats(c, a, m) if n)
+
+
+def ref_debiased(p, y, m):
+    c, a = ref_top_label(p, y)
+    total = 0.0
+    for n, acc, conf in ref_bins_stats(c, a, m):
+        if n >= 2:
+            total += n / len(c) * ((conf - acc) ** 2 - acc * (1 - acc) / (n - 1))
+    return total
+
+
+def ref_classwise(p, y, m):
+    p = np.asarray(p, np.float64)
+    if p.ndim == 1:
+        p = np.stack([1 - p, p], 1)
+    n, k = p.shape
+    total = 0.0
+    for j in range(k):
+        b = ref_bin(p[:, j], m)
+        for i in range(m):
+            sel = b == i
+            if sel.any():
+                total += sel.sum() / n * abs((y[sel] == j).mean() - p[sel, j].mean())
+    return total / k
+
+
+def ref_ada(p, y, m):
+    c, a = ref_top_label(p, y)
+    order = np.argsort(c, kind="stable")
+    return sum(abs(a[i].sum() - c[i].sum()) for i in np.array_split(order, m)) / len(c)
+
+
+def ref_ada_mukhoti(p, y, m):
+    # Re-derived from the paper's description of its code: interpolated edges, (lo, hi] bins.
+    c, a = ref_top_label(p, y)
+    c32 = np.asarray(c, np.float32).astype(np.float64)
+    edges = np.interp(np.linspace(0, len(c), m + 1), np.arange(len(c)), np.sort(c32))
+    total = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        sel = (c32 > lo) & (c32 <= hi)
+        if sel.any():
+            total += sel.mean() * abs(a[sel].mean() - c[sel].mean())
+    return total
+
+
+def ref_brier(p, y):
+    p = np.asarray(p, np.float64)
+    if p.ndim == 1:
+        return np.mean((p - y) ** 2)
+    onehot = np.eye(p.shape[1])[y]
+    return np.mean(np.sum((p - onehot) ** 2, 1))
+
+
+def ref_nll(z, y):
+    z = np.asarray(z, np.float64)
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    return np.mean(lse - z[np.arange(len(y)), y])
+
+
+def make_data(n, k, seed, scale=3.0, quantize=False):
+    rng = np.random.default_rng(seed)
+    z = (rng.normal(size=(n, k)) * scale).astype(np.float32)
+    p = np.array(jax.nn.softmax(jnp.asarray(z)))
+    y = rng.integers(0, k, n).astype(np.int32)
+    # Make half the labels follow the prediction so accuracy is not ~1/K.
+    y = np.where(rng.random(n) < 0.5, p.argmax(1), y).astype(np.int32)
+    if quantize:
+        # Rows with ties and confidences exactly on bin edges (multiples of 0.2, 0.1).
+        q = np.round(p[: n // 4] * 5) / 5
+        q[:, 0] += 1 - q.sum(1)
+        q = np.abs(q)
+        q /= q.sum(1, keepdims=True)
+        p[: n // 4] = q.astype(np.float32)
+    return z, p, y
+
+
+CASES = [(1000, 10, 15, False), (257, 3, 7, True), (64, 2, 1, True), (2000, 100, 20, False)]
+
+
+@pytest.mark.parametrize(("n", "k", "m", "quantize"), CASES)
+def test_metrics_match_float64_reference(n, k, m, quantize):
+    z, p, y = make_data(n, k, seed=n + k, quantize=quantize)
+    pj, yj = jnp.asarray(p), jnp.asarray(y)
+    tol = dict(atol=1e-5, rtol=0)
+    np.testing.assert_allclose(cm.ece(pj, yj, num_bins=m), ref_ece(p, y, m), **tol)
+    np.testing.assert_allclose(cm.mce(pj, yj, num_bins=m), ref_mce(p, y, m), **tol)
+    np.testing.assert_allclose(cm.lp_ece(pj, yj, p=2, num_bins=m), ref_ece(p, y, m, 2), **tol)
+    np.testing.assert_allclose(cm.lp_ece(pj, yj, p=1, num_bins=m), ref_ece(p, y, m), **tol)
+    np.testing.assert_allclose(cm.lp_ece(pj, yj, p=np.inf, num_bins=m), ref_mce(p, y, m), **tol)
+    np.testing.assert_allclose(cm.debiased_l2_ece(pj, yj, num_bins=m), ref_debiased(p, y, m), **tol)
+    np.testing.assert_allclose(cm.classwise_ece(pj, yj, num_bins=m), ref_classwise(p, y, m), **tol)
+    np.testing.assert_allclose(cm.ada_ece(pj, yj, num_bins=m), ref_ada(p, y, m), **tol)
+    np.testing.assert_allclose(
+        cm.ada_ece(pj, yj, num_bins=m, variant="mukhoti2020"), ref_ada_mukhoti(p, y, m), **tol
+    )
+    np.testing.assert_allclose(cm.brier(pj, yj), ref_brier(p, y), atol=1e-5, rtol=1e-6)
+    np.testing.assert_allclose(cm.accuracy(pj, yj), np.mean(p.argmax(1) == y), **tol)
+    np.testing.assert_allclose(cm.nll(jnp.asarray(z), yj), ref_nll(z, y), rtol=1e-5)
+    d = cm.reliability_diagram(pj, yj, num_bins=m)
+    c, a = ref_top_label(p, y)
+    stats = ref_bins_stats(c, a, m)
+    np.testing.assert_array_equal(d.count, [s[0] for s in stats])
+    np.testing.assert_allclose(d.accuracy, [s[1] for s in stats], **tol)
+    np.testing.assert_allclose(d.confidence, [s[2] for s in stats], **tol)
+    np.testing.assert_allclose(d.lower, np.arange(m) / m, atol=1e-7)
+    np.testing.assert_allclose(d.upper, np.arange(1, m + 1) / m, atol=1e-7)
+    assert np.all(np.isfinite(d.accuracy)) and np.all(np.isfinite(d.confidence))
+
+
+def test_report_matches_individual_metrics():
+    z, p, y = make_data(1000, 10, seed=3)
+    zj, yj = jnp.asarray(z), jnp.asarray(y)
+    r = cm.calibration_report(zj, yj, num_bins=15)
+    pj = jax.nn.softmax(zj)
+    tol = dict(atol=2e-6, rtol=0)
+    np.testing.assert_allclose(r.ece, ref_ece(p, y, 15), **tol)
+    np.testing.assert_allclose(r.mce, ref_mce(p, y, 15), **tol)
+    np.testing.assert_allclose(r.ada_ece, ref_ada(p, y, 15), **tol)
+    np.testing.assert_allclose(r.classwise_ece, ref_classwise(p, y, 15), **tol)
+    np.testing.assert_allclose(r.nll, ref_nll(z, y), rtol=1e-5)
+    np.testing.assert_allclose(r.brier, cm.brier(pj, yj), rtol=1e-5)
+    np.testing.assert_allclose(r.accuracy, np.mean(z.argmax(1) == y), **tol)
+    np.testing.assert_allclose(r.error, 1 - np.mean(z.argmax(1) == y), **tol)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand-made cases: edges, 0 and 1, empty bins, one sample, K = 2, ties.
+
+
+def test_edge_values_follow_the_spec_rule():
+    # Binary positive-class input puts the confidence exactly where we want it.
+    p = jnp.float32([0.0, 0.2, 0.4, 1 / 3, 0.6, 0.8, 1.0, 0.5, 0.2 + 1e-7])
+    y = jnp.array([0, 1, 0, 1, 1, 0, 1, 1, 0])
+    d = cm.reliability_diagram(p, y, num_bins=15)
+    # float32 0.2 = 0.2000000030 lies above 3/15 -> bin 4 (index 3); 1/3 (f32 0.33333334) is
+    # above 5/15 -> index 5; 0 -> first bin; 1 -> last; 0.5 = 7.5/15 -> index 7.
+    expected = np.zeros(15, int)
+    for idx in [0, 3, 6, 5, 9, 12, 14, 7, 3]:
+        expected[idx] += 1
+    np.testing.assert_array_equal(d.count, expected)
+    np.testing.assert_allclose(cm.ece(p, y, num_bins=15), ref_ece(np.asarray(p), y, 15), atol=1e-7)
+    # Values exactly on dyadic edges: 0.5 belongs to (0, 0.5] with two bins.
+    d2 = cm.reliability_diagram(
+        jnp.float32([0.5, 0.25, 0.75, 1.0]), jnp.array([1, 0, 1, 1]), num_bins=2
+    )
+    np.testing.assert_array_equal(d2.count, [2, 2])
+
+
+def test_all_but_one_bin_empty_and_single_sample():
+    p = jnp.float32([[0.7, 0.3]])
+    y = jnp.array([0])
+    np.testing.assert_allclose(cm.ece(p, y, num_bins=15), 0.3, atol=1e-7)
+    np.testing.assert_allclose(cm.mce(p, y, num_bins=15), 0.3, atol=1e-7)
+    np.testing.assert_allclose(cm.ada_ece(p, y, num_bins=15), 0.3, atol=1e-7)
+    np.testing.assert_allclose(cm.debiased_l2_ece(p, y, num_bins=15), 0.0, atol=0)
+    d = cm.reliability_diagram(p, y, num_bins=15)
+    assert int(d.count.sum()) == 1 and np.all(np.isfinite(d.accuracy))
+    np.testing.assert_allclose(
+        cm.classwise_ece(p, y, num_bins=15), ref_classwise(np.asarray(p), np.asarray(y), 15)
+    )
+
+
+def test_ties_use_first_maximum():
+    p = jnp.float32([[0.4, 0.4, 0.2], [0.3, 0.35, 0.35], [0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(cm.accuracy(p, jnp.array([0, 1, 0])), 1.0)
+    np.testing.assert_allclose(cm.accuracy(p, jnp.array([1, 2, 1])), 0.0)
+    r = cm.calibration_report(jnp.log(p + 1e-30), jnp.array([0, 1, 0]), num_bins=5)
+    np.testing.assert_allclose(r.accuracy, 1.0)
+
+
+def test_binary_input_is_positive_class_calibration():
+    rng = np.random.default_rng(0)
+    p = rng.random(500).astype(np.float32)
+    y = (rng.random(500) < p).astype(np.int32)
+    pj, yj = jnp.asarray(p), jnp.asarray(y)
+    # Positive-class: the same as classwise bins of column 1 alone.
+    b = ref_bin(p, 10)
+    expected = sum(abs(y[b == i].sum() - p[b == i].astype(np.float64).sum()) for i in range(10))
+    np.testing.assert_allclose(cm.ece(pj, yj, num_bins=10), expected / 500, atol=1e-6)
+    np.testing.assert_allclose(cm.accuracy(pj, yj), np.mean((p > 0.5) == (y == 1)))
+    np.testing.assert_allclose(cm.brier(pj, yj), np.mean((p - y) ** 2), rtol=1e-6)
+    np.testing.assert_allclose(
+        cm.classwise_ece(pj, yj, num_bins=10), ref_classwise(p, y, 10), atol=1e-6
+    )
+    z = jnp.log(pj) - jnp.log1p(-pj)
+    np.testing.assert_allclose(
+        cm.nll(z, yj), -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)), rtol=1e-4
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Published values and peers.
+
+TM_PREDS = np.float32(
+    [[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]
+)
+TM_TARGET = np.int32([0, 1, 2, 0])
+
+
+def test_torchmetrics_docstring_example():
+    p, y = jnp.asarray(TM_PREDS), jnp.asarray(TM_TARGET)
+    assert f"{float(cm.ece(p, y, num_bins=3)):.4f}" == "0.2000"
+    assert f"{float(cm.lp_ece(p, y, p=2, num_bins=3)):.4f}" == "0.2082"
+    assert f"{float(cm.mce(p, y, num_bins=3)):.4f}" == "0.2333"
+
+
+def test_sklearn_calibration_curve_docstring_example():
+    from sklearn.calibration import calibration_curve
+
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    y_pred = np.array([0.1, 0.2, 0.3, 0.4, 0.65, 0.7, 0.8, 0.9, 1.0])
+    prob_true, prob_pred = calibration_curve(y_true, y_pred, n_bins=3)
+    np.testing.assert_allclose(prob_true, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(prob_pred, [0.2, 0.525, 0.85])
+    d = cm.reliability_diagram(jnp.float32(y_pred), jnp.asarray(y_true), num_bins=3)
+    keep = np.asarray(d.count) > 0  # calibration_curve drops empty bins
+    np.testing.assert_allclose(np.asarray(d.accuracy)[keep], prob_true, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(d.confidence)[keep], prob_pred, atol=1e-7)
+    # A case with an empty bin: calibration_curve drops it, we report count 0.
+    y_pred2 = np.float32([0.05, 0.1, 0.9, 0.95, 0.8])
+    y_true2 = np.array([0, 0, 1, 1, 0])
+    pt, pp = calibration_curve(y_true2, y_pred2, n_bins=3)
+    d2 = cm.reliability_diagram(jnp.asarray(y_pred2), jnp.asarray(y_true2), num_bins=3)
+    np.testing.assert_array_equal(d2.count, [2, 0, 3])
+    np.testing.assert_allclose(np.asarray(d2.accuracy)[[0, 2]], pt, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(d2.confidence)[[0, 2]], pp, atol=1e-7)
+
+
+@pytest.mark.parametrize(("n", "k"), [(1000, 10), (2000, 100)])
+def test_torchmetrics_and_netcal_agree_on_random_data(n, k):
+    import torch
+    from netcal.metrics import ECE, MCE
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    _, p, y = make_data(n, k, seed=11)
+    pj, yj = jnp.asarray(p), jnp.asarray(y)
+    # Random softmax outputs never sit exactly on an edge m/15, where torchmetrics ([lo, hi)
+    # bins with float32 edges, 1.0 in a bin of its own) would differ.
+    edges = np.arange(1, 15) / 15
+    assert np.abs(p.max(1)[:, None] - edges).min() > 1e-6
+    pt, yt = torch.from_numpy(p), torch.from_numpy(y.astype(np.int64))
+    for norm, ours in [("l1", cm.ece), ("max", cm.mce), ("l2", None)]:
+        theirs = float(multiclass_calibration_error(pt, yt, k, n_bins=15, norm=norm))
+        mine = cm.lp_ece(pj, yj, p=2, num_bins=15) if ours is None else ours(pj, yj)
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+    np.testing.assert_allclose(cm.ece(pj, yj), ECE(bins=15).measure(p, y), atol=1e-5)
+    np.testing.assert_allclose(cm.mce(pj, yj), MCE(bins=15).measure(p, y), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# jit, vmap and where for every metric.
+
+METRICS = {
+    "ece": cm.ece,
+    "mce": cm.mce,
+    "lp_ece": lambda p, y, **kw: cm.lp_ece(p, y, p=2, **kw),
+    "debiased_l2_ece": cm.debiased_l2_ece,
+    "classwise_ece": cm.classwise_ece,
+    "ada_ece": cm.ada_ece,
+    "ada_ece_mukhoti": lambda p, y, **kw: cm.ada_ece(p, y, variant="mukhoti2020", **kw),
+    "brier": cm.brier,
+    "accuracy": cm.accuracy,
+    "nll": lambda p, y, **kw: cm.nll(jnp.log(p), y, **kw),
+    "diagram": lambda p, y, **kw: cm.reliability_diagram(p, y, **kw).accuracy,
+    "report": lambda p, y, **kw: jnp.stack(cm.calibration_report(jnp.log(p), y, **kw)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_jit_vmap_where(name):
+    fn = METRICS[name]
+    _, p, y = make_data(300, 5, seed=5)
+    pj, yj = jnp.asarray(p), jnp.asarray(y)
+    eager = fn(pj, yj)
+    np.testing.assert_allclose(jax.jit(fn)(pj, yj), eager, atol=1e-6)
+    # A batch of three models' predictions on the same labels.
+    batch = jnp.stack([pj, jnp.roll(pj, 1, axis=1), jnp.flip(pj, axis=1)])
+    out = jax.vmap(fn, in_axes=(0, None))(batch, yj)
+    for i in range(3):
+        np.testing.assert_allclose(out[i], fn(batch[i], yj), atol=1e-6)
+    mask = np.arange(300) % 3 != 0
+    np.testing.assert_allclose(
+        jax.jit(lambda p, y, w: fn(p, y, where=w))(pj, yj, jnp.asarray(mask)),
+        fn(pj[mask], yj[mask]),
+        atol=1e-6,
+    )
+    # Masked rows may hold garbage (padding): it must not leak.
+    garbage = pj.at[~mask].set(jnp.nan)
+    np.testing.assert_allclose(
+        jax.jit(lambda p, y, w: fn(p, y, where=w))(garbage, yj, jnp.asarray(mask)),
+        fn(pj[mask], yj[mask]),
+        atol=1e-6,
+    )
+
+
+def test_bf16_gives_float32_answer_to_bf16_tolerance():
+    _, p, y = make_data(2000, 10, seed=8)
+    pj, yj = jnp.asarray(p), jnp.asarray(y)
+    pb = pj.astype(jnp.bfloat16)
+    for fn in (cm.ece, cm.mce, cm.classwise_ece, cm.ada_ece, cm.brier):
+        out = fn(pb, yj)
+        assert out.dtype == jnp.float32
+        np.testing.assert_allclose(out, fn(pj, yj), atol=2e-2)
+    # The bf16 answer is exactly the float32 computation on the bf16 values (whose rows sum to 1
+    # only within bf16 tolerance, hence the unchecked jit).
+    d = cm.reliability_diagram(pb, yj)
+    d32 = jax.jit(cm.reliability_diagram)(pb.astype(jnp.float32), yj)
+    np.testing.assert_array_equal(d.count, d32.count)
+    np.testing.assert_allclose(d.confidence, d32.confidence, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: a clear error, never a silent number.
+
+ALL_PROB_FNS = [cm.ece, cm.mce, cm.classwise_ece, cm.ada_ece, cm.brier, cm.reliability_diagram]
+
+
+@pytest.mark.parametrize("fn", ALL_PROB_FNS, ids=lambda f: f.__name__)
+def test_bad_input_raises(fn):
+    p = jnp.float32([[0.7, 0.3], [0.4, 0.6]])
+    y = jnp.array([0, 1])
+    with pytest.raises(ValueError, match="labels must lie"):
+        fn(p, jnp.array([0, 2]))
+    with pytest.raises(ValueError, match="labels must lie"):
+        fn(p, jnp.array([-1, 0]))
+    with pytest.raises(ValueError, match="probabilities"):
+        fn(p.at[0, 0].set(jnp.nan), y)
+    with pytest.raises(ValueError, match="probabilities"):
+        fn(p.at[0, 0].set(jnp.inf), y)
+    with pytest.raises(ValueError, match="probabilities"):
+        fn(jnp.float32([[1.2, -0.2], [0.4, 0.6]]), y)
+    with pytest.raises(ValueError, match="probabilities"):
+        fn(jnp.float32([[0.7, 0.4], [0.4, 0.6]]), y)
+    with pytest.raises(ValueError, match="shape"):
+        fn(p[None], y)
+    with pytest.raises(ValueError, match="shape"):
+        fn(p, y[:1])
+    with pytest.raises(ValueError, match="empty"):
+        fn(jnp.zeros((0, 2)), jnp.zeros((0,), jnp.int32))
+    with pytest.raises(TypeError, match="integer"):
+        fn(p, jnp.float32([0, 1]))
+    if fn is not cm.brier:
+        with pytest.raises(ValueError, match="num_bins"):
+            fn(p, y, num_bins=0)
+
+
+def test_bad_values_under_jit_raise_when_checked_and_never_give_a_number():
+    p = jnp.float32([[0.7, 0.3], [0.4, 0.6]])
+    bad = jnp.array([0, 5])
+    for fn in (cm.ece, cm.mce, cm.classwise_ece, cm.ada_ece, cm.accuracy, cm.brier):
+        assert np.isnan(jax.jit(fn)(p, bad)), fn.__name__
+        with pytest.raises(Exception, match="labels must lie"):
+            cj.validation.checked(jax.jit(fn))(p, bad)
+    assert np.isnan(jax.jit(cm.nll)(jnp.log(p), bad))
+    assert np.isnan(jax.jit(cm.calibration_report)(jnp.log(p), bad).ece)
+    assert np.isnan(jax.jit(cm.ece)(p.at[0, 0].set(jnp.nan), jnp.array([0, 1])))
+    with pytest.raises(Exception, match="probabilities"):
+        cj.validation.checked(jax.jit(cm.ece))(p.at[0, 1].set(0.9), jnp.array([0, 1]))
+    with pytest.raises(ValueError, match="masked out"):
+        cm.ece(p, jnp.array([0, 1]), where=jnp.array([False, False]))
+    with pytest.raises(ValueError, match="finite"):
+        cm.calibration_report(jnp.float32([[0.0, jnp.nan]]), jnp.array([0]))
