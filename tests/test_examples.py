@@ -144,7 +144,7 @@ def test_one_step_lowers_each_loss(loss, digits):
 
 def _batchnorm_resnet(seed=0):
     model = models.ResNet(
-        10, 1, block=models.BasicBlock, stage_sizes=(1, 1), widths=(8, 16), rngs=nnx.Rngs(seed)
+        10, 1, block=models.BasicBlock, stage_sizes=(1,), widths=(8,), rngs=nnx.Rngs(seed)
     )
     optimizer = nnx.Optimizer(model, train.create_optimizer(TINY, 10), wrt=nnx.Param)
     return nnx.split((model, optimizer))
@@ -230,7 +230,7 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["rows"] == rows and saved["config"]["dataset"] == "digits"
-    assert (tmp_path / "results.md").read_text().count("\n| ") == 6
+    assert (tmp_path / "results.md").read_text().count("\n| ") == 7  # header + 6 rows
     with pytest.raises(SystemExit):
         main.main(["--losses", "ce,nope", "--workdir", str(tmp_path)])
 

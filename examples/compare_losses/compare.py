@@ -66,9 +66,9 @@ def calibrate(evaluation: tuple[train.Evaluation, train.Evaluation], *, num_bins
             )
             out.append((name, None, report, probs))
             continue
-        ts = calib_jax.calibrators.temperature_scaling(method=method)
+        ts = calib_jax.calibrators.temperature_scaling(method=method, num_bins=num_bins)
         _, after, params = calib_jax.calibrators.calibrate_and_report(
-            ts, val.logits, val.labels, test.logits, test.labels
+            ts, val.logits, val.labels, test.logits, test.labels, num_bins=num_bins
         )
         probs = np.asarray(ts.apply(params, test.logits))
         out.append((name, float(params.temperature), after, probs))
@@ -146,7 +146,7 @@ def _plot(path: Path, loss: str, calibrated, labels: np.ndarray, config: Config)
         diagrams.append(
             calib_jax.metrics.reliability_diagram(probs, labels, num_bins=config.num_bins)
         )
-        titles.append(f"{name}" + ("" if t is None else f", T={t:.2f}"))
+        titles.append("uncalibrated" if t is None else f"{name}, T={t:.2f}")
     fig = plotting.reliability_diagrams(
         diagrams, titles=titles, suptitle=f"{LOSS_TITLES.get(loss, loss)} — {config.dataset}"
     )

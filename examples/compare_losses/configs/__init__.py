@@ -45,7 +45,7 @@ class Config:
     ls_epsilon: float = 0.05
     ls_paper_variant: bool = True
     checkpoint_every_epochs: int = 5
-    # Keep the first N training examples (None: all); for smoke tests.
+    # Keep the first N training examples (None: all): smoke tests, small-data regimes.
     max_train_examples: int | None = None
 
     def replace(self, **changes) -> Config:
