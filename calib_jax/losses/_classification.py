@@ -191,11 +191,11 @@ def brier_score(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None
       Brier, "Verification of Forecasts Expressed in Terms of Probability", Monthly Weather
       Review, 1950.
     """
-    z, labels, mask, num_classes = _common.prepare(logits, labels, where)
+    z, labels, mask, _ = _common.prepare(logits, labels, where)
     shifted, m, lse = _common.log_normalizer(z)
     p = jnp.exp(shifted - lse[..., None])
     log_p_y = _common.label_logit(z, labels, m) - lse
-    is_label = jnp.arange(num_classes) == labels[..., None]
+    is_label = jax.lax.broadcasted_iota(labels.dtype, p.shape, p.ndim - 1) == labels[..., None]
     off_label = jnp.sum(jnp.where(is_label, jnp.zeros((), p.dtype), p * p), axis=-1)
     loss = off_label + jnp.square(jnp.expm1(log_p_y))
     return _common.apply_mask(loss, mask)

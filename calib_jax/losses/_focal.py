@@ -58,16 +58,20 @@ _focal_term.defjvp(_focal_term_jvp, symbolic_zeros=True)
 
 
 def _gamma_array(gamma: ArrayLike, shape: tuple[int, ...], dtype) -> Array:
-    if np.ndim(gamma) not in (0, len(shape)) or (
-        np.ndim(gamma) and np.broadcast_shapes(np.shape(gamma), shape) != shape
-    ):
-        raise ValueError(
-            f"gamma must be a scalar or broadcast to labels.shape = {shape}, "
-            f"got shape {np.shape(gamma)}."
+    gamma_shape = tuple(np.shape(gamma))
+    try:
+        ok = len(gamma_shape) in (0, len(shape)) and (
+            np.broadcast_shapes(gamma_shape, shape) == shape
         )
-    if not isinstance(gamma, jax.core.Tracer):
-        if not np.all(np.asarray(gamma) >= 0):
-            raise ValueError(f"gamma must be >= 0, got {gamma}.")
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"gamma must be a scalar or broadcast to labels.shape = {shape}, got shape "
+            f"{gamma_shape}."
+        )
+    if not isinstance(gamma, jax.core.Tracer) and not np.all(np.asarray(gamma) >= 0):
+        raise ValueError(f"gamma must be >= 0, got {gamma}.")
     return jnp.asarray(gamma, dtype)
 
 
