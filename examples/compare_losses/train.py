@@ -46,6 +46,12 @@ def make_objective(name: str, config: Config) -> Objective:
     default), ``fl3`` focal loss γ = 3, ``flsd53`` sample-dependent focal loss (γ = 5 below
     p_y = 0.2, else 3). All are built with :func:`calib_jax.losses.scalar_objective`.
     """
+    return _objective(name, config.mmce_weight, config.ls_epsilon, config.ls_paper_variant)
+
+
+# Cached so that runs with the same loss share one function object, hence one compiled step.
+@functools.cache
+def _objective(name: str, mmce: float, ls_epsilon: float, ls_paper_variant: bool) -> Objective:
     L = calib_jax.losses
     per_example = {
         "ce": L.cross_entropy,
@@ -53,27 +59,41 @@ def make_objective(name: str, config: Config) -> Objective:
         "mmce": L.cross_entropy,
         "ls": functools.partial(
             L.label_smoothing_cross_entropy,
-            epsilon=config.ls_epsilon,
-            paper_variant=config.ls_paper_variant,
+            epsilon=ls_epsilon,
+            paper_variant=ls_paper_variant,
         ),
         "fl3": functools.partial(L.focal_loss, gamma=3.0),
         "flsd53": functools.partial(L.adaptive_focal_loss, boundaries=(0.2,), gammas=(5.0, 3.0)),
     }
     if name not in per_example:
         raise ValueError(f"unknown loss {name!r}; choose from {sorted(per_example)}")
-    mmce_weight = config.mmce_weight if name == "mmce" else 0.0
-    return L.scalar_objective(per_example[name], mmce_weight=mmce_weight)
+    return L.scalar_objective(per_example[name], mmce_weight=mmce if name == "mmce" else 0.0)
 
 
 def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
     """SGD with momentum, coupled L2 weight decay and the config's step schedule."""
-    schedule = optax.piecewise_constant_schedule(
+    return _sgd(
         config.learning_rate,
-        {b * steps_per_epoch: config.lr_decay for b in config.lr_boundaries},
+        config.momentum,
+        config.weight_decay,
+        tuple(b * steps_per_epoch for b in config.lr_boundaries),
+        config.lr_decay,
     )
+
+
+# The optimizer is a static part of the NNX graph: the same object for the same
+# hyperparameters keeps the graphdef, hence the compiled steps, shared between runs.
+@functools.cache
+def _sgd(
+    learning_rate: float,
+    momentum: float,
+    weight_decay: float,
+    boundaries: tuple[int, ...],
+    decay: float,
+) -> optax.GradientTransformation:
+    schedule = optax.piecewise_constant_schedule(learning_rate, dict.fromkeys(boundaries, decay))
     return optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(schedule, momentum=config.momentum),
+        optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum)
     )
 
 
@@ -102,10 +122,14 @@ def create_train_state(
     return graphdef, jax.device_put(state, NamedSharding(mesh, P()))
 
 
+@functools.lru_cache(maxsize=64)
 def make_train_step(
     graphdef: nnx.GraphDef, objective: Objective, mesh: jax.sharding.Mesh
 ) -> Callable[[nnx.State, jax.Array, jax.Array], tuple[nnx.State, jax.Array]]:
     """``step(state, images, labels) -> (state, loss)``, jit-compiled and data-parallel.
+
+    Cached on its (hashable) arguments, so every run with the same architecture, loss and mesh
+    reuses one compiled step.
 
     ``images [B, H, W, C]`` and ``labels [B]`` are sharded over the mesh's data axis
     (``B`` divisible by the number of devices); the state stays replicated.
@@ -128,6 +152,7 @@ def make_train_step(
     )
 
 
+@functools.lru_cache(maxsize=64)
 def make_eval_step(
     graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, *, num_bins: int
 ) -> Callable[..., tuple[Any, jax.Array]]:
@@ -146,7 +171,7 @@ def make_eval_step(
 
     def local_update(logits, labels, mask):
         empty = calib_jax.metrics.CalibrationState.empty(logits.shape[-1], num_bins=num_bins)
-        local = empty.update(logits, labels, where=mask)
+        local = empty.update(logits, labels, from_logits=True, where=mask)
         return jax.tree.map(lambda x: jax.lax.psum(x, DATA_AXIS), local)
 
     def step(state, metrics, images, labels, mask):
