@@ -123,13 +123,14 @@ def _network_available(host: str = "storage.googleapis.com", timeout: float = 3.
         return False
 
 
-def _not_prepared_message(name: str, data_dir: str | None) -> str:
+def _not_prepared_message(name: str, data_dir: str | None, *, offer_download: bool) -> str:
     where = data_dir or "~/tensorflow_datasets (or $TFDS_DATA_DIR)"
+    download = "rerun with --download on a machine with internet access, or " * offer_download
     return (
-        f"Dataset {name!r} is not prepared in {where}. Either rerun with --download on a "
-        f"machine with internet access, or run `tfds build {name} --file_format=array_record` "
-        f"somewhere with internet and copy the data directory here (then pass --data_dir), or "
-        f"use the offline default --dataset {OFFLINE_DATASET}."
+        f"Dataset {name!r} is not prepared in {where}. Either {download}run "
+        f"`tfds build {name} --file_format=array_record` somewhere with internet and copy the "
+        f"data directory here (then pass --data_dir), or use the offline default "
+        f"--dataset {OFFLINE_DATASET}."
     )
 
 
@@ -140,16 +141,15 @@ def _tfds(name: str, *, data_dir: str | None, download: bool) -> tuple[Source, S
         # A tfds download without network hangs for minutes before failing: fail fast instead.
         raise RuntimeError(
             f"--download was given for {name!r} but there is no network access. "
-            + _not_prepared_message(name, data_dir)
+            + _not_prepared_message(name, data_dir, offer_download=False)
         )
     try:
         train = tfds.data_source(name, split="train", data_dir=data_dir, download=download)
         test = tfds.data_source(name, split="test", data_dir=data_dir, download=download)
     except Exception as err:  # tfds reports a missing or unusable dataset in many ways
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise RuntimeError(
-            f"{_not_prepared_message(name, data_dir)} (tfds: {type(err).__name__}: {first_line})"
-        ) from err
+        message = _not_prepared_message(name, data_dir, offer_download=True)
+        raise RuntimeError(f"{message} (tfds: {type(err).__name__}: {first_line})") from err
     features = tfds.builder(name, data_dir=data_dir).info.features
     info = DatasetInfo(name, features["label"].num_classes, tuple(features["image"].shape), 255.0)
     return train, test, info
