@@ -123,9 +123,15 @@ def bin_sums(
     w = _weights(weights, conf.shape[0])
     slot = 2 * b + correct.astype(jnp.int32)
     pairs = jnp.zeros((2 * num_bins,), w.dtype).at[slot].add(w).reshape(num_bins, 2)
-    wc = jnp.where(w > 0, w.astype(conf.dtype) * conf, 0)
-    conf_sum = jnp.zeros((num_bins,), conf.dtype).at[b].add(wc)
-    return BinSums(pairs[:, 0] + pairs[:, 1], pairs[:, 1], conf_sum)
+    # Accumulate c - (bin centre), at most 1/(2M) in magnitude, and add count x centre back:
+    # the scatter's float32 rounding error shrinks by ~2M compared with accumulating c.
+    centre = jnp.asarray((np.arange(num_bins) + 0.5) / num_bins, conf.dtype)
+    wc = jnp.where(w > 0, w.astype(conf.dtype) * (conf - centre[b]), 0)
+    count = pairs[:, 0] + pairs[:, 1]
+    # The barrier stops XLA from folding the add into the scatter's initial value.
+    offsets = jax.lax.optimization_barrier(jnp.zeros((num_bins,), conf.dtype).at[b].add(wc))
+    conf_sum = offsets + count.astype(conf.dtype) * centre
+    return BinSums(count, pairs[:, 1], conf_sum)
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins",))

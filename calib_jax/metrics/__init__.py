@@ -22,10 +22,12 @@ from calib_jax.metrics._binned import (
 )
 from calib_jax.metrics._report import CalibrationReport, calibration_report
 from calib_jax.metrics._scores import accuracy, brier, nll
+from calib_jax.metrics._streaming import CalibrationState
 
 __all__ = [
     "BinSums",
     "CalibrationReport",
+    "CalibrationState",
     "ReliabilityDiagram",
     "accuracy",
     "ada_ece",

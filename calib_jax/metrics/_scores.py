@@ -159,4 +159,9 @@ def accuracy(
       Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
     """
     poison, correct, w = _inputs.top_label_correct(probs, labels, where, weights)
+    if w is None or not jnp.issubdtype(w.dtype, jnp.floating):
+        # Exact integer counts, so streamed and one-shot accuracies agree bit for bit.
+        w = jnp.ones(correct.shape, jnp.int32) if w is None else w.astype(jnp.int32)
+        hits = jnp.sum(jnp.where(correct, w, 0)).astype(poison.dtype)
+        return hits / jnp.sum(w).astype(poison.dtype) + jnp.sum(poison)
     return weighted_mean(correct.astype(poison.dtype) + poison, w)

@@ -1,0 +1,485 @@
+"""Mergeable streaming calibration state: the per-bin sums, accumulated batch by batch.
+
+Everything :class:`CalibrationState` holds is a sum over samples, so batches, devices and hosts
+combine by adding states (``merge``, or ``jax.lax.psum(state, axis)`` inside ``shard_map``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from calib_jax import _binning
+from calib_jax import _validation as v
+from calib_jax.metrics import _binned, _inputs, _report, _scores
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+# Fine histogram for streaming AdaECE: confidences are bucketed by the float32 bit pattern of
+# min(c, 1 - c), keeping FINE_BITS mantissa bits, i.e. a relative resolution of 2^-FINE_BITS of
+# the distance to 0 or 1 (where confidences of trained networks pile up); everything closer than
+# 2^-24 to 0 or 1 shares a bucket. Ordering buckets by c is monotone, so the buckets are a
+# coarsened sort of the confidences.
+FINE_BITS = 10
+_EXP_LO = 103  # float32 exponent of 2^-24
+_HALF = ((126 - _EXP_LO) << FINE_BITS) + 1  # largest rank: min(c, 1 - c) = 0.5
+NUM_FINE = 2 * (_HALF + 1)
+
+
+def fine_bucket(conf: Array) -> Array:
+    """Monotone (non-decreasing in ``conf``) fine bucket index in ``[0, NUM_FINE)``."""
+    c = conf.astype(jnp.float32)
+    low = c <= 0.5
+    d = jnp.where(low, c, 1 - c)  # exact for c > 0.5 (Sterbenz)
+    bits = jax.lax.bitcast_convert_type(d, jnp.int32)
+    rank = jnp.clip((bits >> (23 - FINE_BITS)) - (_EXP_LO << FINE_BITS) + 1, 0, _HALF)
+    return jnp.where(low, rank, NUM_FINE - 1 - rank)
+
+
+def _fine_width() -> np.ndarray:
+    """Width (in confidence) of each fine bucket."""
+    rank = np.arange(_HALF + 1)
+    exponent = (np.maximum(rank - 1, 0) >> FINE_BITS) + _EXP_LO
+    width = 2.0 ** (exponent - 127 - FINE_BITS)
+    width[0] = 2.0**-24
+    return np.concatenate([width, width[::-1]])
+
+
+def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
+    """``a + b`` as ``(s, e)`` with ``s + e`` exact (Knuth's TwoSum)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+class CalibrationState(NamedTuple):
+    """Sufficient statistics of every calibration metric, as a mergeable pytree of sums.
+
+    Create with :meth:`empty`, add batches with :meth:`update`, combine states with
+    :meth:`merge` (or ``jax.lax.psum`` / ``jax.tree.map(sum, ...)`` over devices or hosts) and
+    read the metrics with :meth:`compute` (a :class:`CalibrationReport`),
+    :meth:`reliability_diagram` and :meth:`ada_ece_error_bound`.
+
+    Exactness: counts (``count``, ``correct``, ``fine_count``, ``fine_correct``) are int32, exact
+    up to ``2^31 - 1`` samples (float32 counts stop being exact at ``2^24``). Float sums are kept
+    as compensated pairs (``x`` + ``x_err``) and combined with TwoSum in :meth:`update` and
+    :meth:`merge`, so a stream of many batches matches a one-shot computation to float32
+    rounding; ``psum`` adds the two parts separately (the same result up to one rounding per
+    device). ECE, MCE, classwise ECE, accuracy, NLL and Brier are then those of the one-shot
+    functions. AdaECE needs quantiles and is computed from the fine histogram (see
+    :meth:`ada_ece_error_bound`).
+
+    Attributes:
+      count: ``[M]`` int32 samples per equal-width bin.
+      correct: ``[M]`` int32 correct predictions per bin.
+      confidence, confidence_err: ``[M]`` float32 sum of confidences per bin (compensated).
+      classwise, classwise_err: ``[K, M]`` float32 ``Σ (1[y = j] - p_j)`` per class and bin.
+      fine_count, fine_correct: ``[F]`` int32 counts per fine confidence bucket.
+      fine_confidence: ``[F]`` float32 confidence sums per fine bucket.
+      hits: int32 scalar, correct top-1 predictions (for binary input ``p > 0.5`` vs label;
+        ``correct`` then counts positives, the positive-class convention).
+      nll, nll_err, brier, brier_err: float32 scalar sums (compensated).
+    """
+
+    count: Array
+    correct: Array
+    confidence: Array
+    confidence_err: Array
+    classwise: Array
+    classwise_err: Array
+    fine_count: Array
+    fine_correct: Array
+    fine_confidence: Array
+    hits: Array
+    nll: Array
+    nll_err: Array
+    brier: Array
+    brier_err: Array
+
+    @classmethod
+    def empty(cls, num_classes: int, *, num_bins: int = 15) -> CalibrationState:
+        """The identity of :meth:`merge`: all sums zero.
+
+        Args:
+          num_classes: ``K`` (2 for binary ``[N]`` input), static.
+          num_bins: ``M`` equal-width bins, static int ``>= 1``.
+
+        Returns:
+          A :class:`CalibrationState` with ``[M]``, ``[K, M]`` and ``[F]`` zero arrays.
+
+        Examples:
+          >>> import calib_jax as cj
+          >>> s = cj.metrics.CalibrationState.empty(10, num_bins=15)
+          >>> s.count.shape, s.classwise.shape
+          ((15,), (10, 15))
+        """
+        num_bins = v.check_num_bins(num_bins)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+            raise TypeError("num_classes must be a static Python int.")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        f32 = jnp.float32
+        zm = jnp.zeros((num_bins,), f32)
+        zkm = jnp.zeros((int(num_classes), num_bins), f32)
+        return cls(
+            count=jnp.zeros((num_bins,), jnp.int32),
+            correct=jnp.zeros((num_bins,), jnp.int32),
+            confidence=zm,
+            confidence_err=zm,
+            classwise=zkm,
+            classwise_err=zkm,
+            fine_count=jnp.zeros((NUM_FINE,), jnp.int32),
+            fine_correct=jnp.zeros((NUM_FINE,), jnp.int32),
+            fine_confidence=jnp.zeros((NUM_FINE,), f32),
+            hits=jnp.zeros((), jnp.int32),
+            nll=jnp.zeros((), f32),
+            nll_err=jnp.zeros((), f32),
+            brier=jnp.zeros((), f32),
+            brier_err=jnp.zeros((), f32),
+        )
+
+    @property
+    def num_bins(self) -> int:
+        """``M``, from the shape of the per-bin arrays."""
+        return self.count.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        """``K``, from the shape of the classwise sums."""
+        return self.classwise.shape[-2]
+
+    def update(
+        self,
+        predictions: ArrayLike,
+        labels: ArrayLike,
+        *,
+        from_logits: bool = False,
+        where: ArrayLike | None = None,
+    ) -> CalibrationState:
+        """Add one batch: ``self.merge(CalibrationState.from_batch(...))``.
+
+        Args:
+          predictions: ``[N, K]`` probabilities (or logits with ``from_logits=True``), or
+            ``[N]`` binary positive-class probabilities (logits).
+          labels: ``[N]`` integer labels.
+          from_logits: whether ``predictions`` are logits (NLL then uses ``log_softmax``).
+          where: optional bool ``[N]`` mask (e.g. padding of the last batch).
+
+        Returns:
+          The updated state.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> s = cj.metrics.CalibrationState.empty(3, num_bins=3)
+          >>> p = jnp.array([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40],
+          ...                [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]])
+          >>> y = jnp.array([0, 1, 2, 0])
+          >>> s = s.update(p[:2], y[:2]).update(p[2:], y[2:])
+          >>> print(f"{float(s.compute().ece):.4f}")
+          0.2000
+        """
+        batch = self.from_batch(
+            predictions, labels, num_bins=self.num_bins, from_logits=from_logits, where=where
+        )
+        if batch.classwise.shape != self.classwise.shape:
+            raise ValueError(
+                f"batch has {batch.num_classes} classes, the state {self.num_classes}."
+            )
+        return self.merge(batch)
+
+    @classmethod
+    def from_batch(
+        cls,
+        predictions: ArrayLike,
+        labels: ArrayLike,
+        *,
+        num_bins: int = 15,
+        from_logits: bool = False,
+        where: ArrayLike | None = None,
+    ) -> CalibrationState:
+        """The state of a single batch (the same sums the one-shot metrics compute).
+
+        Args:
+          predictions: ``[N, K]`` probabilities or logits, or ``[N]`` binary.
+          labels: ``[N]`` integer labels.
+          num_bins: ``M`` (static).
+          from_logits: whether ``predictions`` are logits.
+          where: optional bool ``[N]`` mask.
+
+        Returns:
+          A :class:`CalibrationState` (``K = 2`` for binary input).
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> s = cj.metrics.CalibrationState.from_batch(
+          ...     jnp.array([[0.9, 0.1], [0.3, 0.7]]), jnp.array([0, 0]), num_bins=5)
+          >>> print(s.count, s.correct)
+          [0 0 0 1 1] [0 0 0 0 1]
+        """
+        num_bins = v.check_num_bins(num_bins)
+        _, k = _inputs.check_common(predictions, labels, where, None)
+        x = jnp.asarray(predictions)
+        if from_logits:
+            v.check_finite(x, "logits", where)
+        elif k is None:
+            ok = (x >= 0) & (x <= 1) | (False if where is None else ~jnp.asarray(where, bool))
+            v.check_value(jnp.all(ok), "binary probs must lie in [0, 1].")
+        else:
+            v.check_probabilities(x, "probs", where)
+        w = None if where is None else jnp.asarray(where, bool)
+        return _batch_state(x, jnp.asarray(labels), w, num_bins, from_logits)
+
+    def merge(self, other: CalibrationState) -> CalibrationState:
+        """Add two states (associative and commutative; :meth:`empty` is the identity).
+
+        Integer counts add exactly; float sums add with TwoSum compensation. Inside
+        ``shard_map``/``pmap``, ``jax.lax.psum(state, axis_name)`` is the all-device merge.
+
+        Args:
+          other: a state with the same ``num_bins`` and ``num_classes``.
+
+        Returns:
+          The merged state.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> a = cj.metrics.CalibrationState.from_batch(jnp.array([[0.9, 0.1]]), jnp.array([0]))
+          >>> b = cj.metrics.CalibrationState.from_batch(jnp.array([[0.2, 0.8]]), jnp.array([0]))
+          >>> print(int(a.merge(b).count.sum()), int(a.merge(b).correct.sum()))
+          2 1
+        """
+        if jax.tree.map(jnp.shape, self) != jax.tree.map(jnp.shape, other):
+            raise ValueError("cannot merge states with different num_bins or num_classes.")
+        return _merge(self, other)
+
+    def compute(self) -> _report.CalibrationReport:
+        """All metrics of the accumulated samples, as a :class:`CalibrationReport`.
+
+        ``ece``, ``mce``, ``classwise_ece``, ``nll``, ``brier``, ``accuracy`` and ``error`` equal
+        the one-shot functions on the concatenated batches (to float32 rounding). ``ada_ece`` is
+        the approximation from the fine histogram; its distance to the exact value is at most
+        :meth:`ada_ece_error_bound`. An empty state gives NaN.
+
+        Returns:
+          :class:`CalibrationReport` of float32 scalars.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> s = cj.metrics.CalibrationState.from_batch(
+          ...     jnp.array([[0.9, 0.1], [0.3, 0.7]]), jnp.array([0, 0]), num_bins=5)
+          >>> print(f"{float(s.compute().accuracy):.2f}")
+          0.50
+        """
+        return _compute(self)
+
+    def reliability_diagram(self) -> _binned.ReliabilityDiagram:
+        """Per-bin reliability data of the accumulated samples (see ``reliability_diagram``).
+
+        Returns:
+          :class:`ReliabilityDiagram` with ``[M]`` arrays.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> s = cj.metrics.CalibrationState.from_batch(
+          ...     jnp.array([[0.9, 0.1], [0.3, 0.7]]), jnp.array([0, 0]), num_bins=5)
+          >>> print(s.reliability_diagram().accuracy)
+          [0. 0. 0. 0. 1.]
+        """
+        return _binned.diagram_from_sums(self._sums())
+
+    def ada_ece_error_bound(self) -> Array:
+        """Guaranteed bound on ``|compute().ada_ece - exact AdaECE|`` for the streamed samples.
+
+        The streaming AdaECE uses the exact equal-mass bin boundaries (array_split sizes on the
+        total count) but locates them in a fine histogram of confidences (buckets of relative
+        width ``2^-10`` of ``min(c, 1 - c)``) and splits a bucket that straddles a boundary in
+        proportion to its count. For a subset of ``L`` of the ``n`` samples of a bucket whose
+        values ``a - c`` span a range ``R``, ``|Σ_S - (L/n) Σ| ≤ L (n - L) / n · R``; each of the
+        ``M - 1`` boundaries touches two such subsets, so
+
+        .. math:: |\\widetilde{\\mathrm{AdaECE}} - \\mathrm{AdaECE}| \\le \\frac{2}{N}
+           \\sum_{m=1}^{M-1} \\min(k_m, n_{b_m} - k_m)\\, R_{b_m}
+
+        where boundary ``m`` falls ``k_m`` samples into bucket ``b_m``, and
+        ``R_b = 1 + width_b`` if the bucket holds both correct and wrong predictions, else
+        ``width_b``. The bound is 0 when every boundary falls between buckets and is tested
+        against the exact in-memory :func:`ada_ece`.
+
+        Returns:
+          Scalar float32 bound.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> s = cj.metrics.CalibrationState.from_batch(
+          ...     jnp.array([[0.9, 0.1], [0.3, 0.7]]), jnp.array([0, 0]), num_bins=2)
+          >>> print(f"{float(s.ada_ece_error_bound()):.4f}")
+          0.0000
+        """
+        return _ada_bound(self)
+
+    def _sums(self) -> _binning.BinSums:
+        return _binning.BinSums(self.count, self.correct, self.confidence + self.confidence_err)
+
+
+def _compensated_add(hi: Array, lo: Array, x_hi: Array, x_lo: Array) -> tuple[Array, Array]:
+    s, e = _two_sum(hi, x_hi)
+    return s, lo + x_lo + e
+
+
+@jax.jit
+def _merge(a: CalibrationState, b: CalibrationState) -> CalibrationState:
+    conf, conf_err = _compensated_add(
+        a.confidence, a.confidence_err, b.confidence, b.confidence_err
+    )
+    cw, cw_err = _compensated_add(a.classwise, a.classwise_err, b.classwise, b.classwise_err)
+    nll, nll_err = _compensated_add(a.nll, a.nll_err, b.nll, b.nll_err)
+    brier, brier_err = _compensated_add(a.brier, a.brier_err, b.brier, b.brier_err)
+    return CalibrationState(
+        count=a.count + b.count,
+        correct=a.correct + b.correct,
+        confidence=conf,
+        confidence_err=conf_err,
+        classwise=cw,
+        classwise_err=cw_err,
+        fine_count=a.fine_count + b.fine_count,
+        fine_correct=a.fine_correct + b.fine_correct,
+        fine_confidence=a.fine_confidence + b.fine_confidence,
+        hits=a.hits + b.hits,
+        nll=nll,
+        nll_err=nll_err,
+        brier=brier,
+        brier_err=brier_err,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins", "from_logits"))
+def _batch_state(x, labels, where, num_bins, from_logits) -> CalibrationState:
+    if from_logits:
+        q = _report.logits_pass(x, labels)
+    else:
+        q = _probs_pass(x, labels)
+    sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
+    gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
+    fine = fine_bucket(q.conf)
+    w = jnp.ones(q.conf.shape, jnp.int32) if where is None else where.astype(jnp.int32)
+    slot = 2 * fine + q.correct.astype(jnp.int32)
+    pairs = jnp.zeros((2 * NUM_FINE,), jnp.int32).at[slot].add(w).reshape(NUM_FINE, 2)
+    fine_conf = (
+        jnp.zeros((NUM_FINE,), jnp.float32)
+        .at[fine]
+        .add(jnp.where(w > 0, q.conf.astype(jnp.float32), 0))
+    )
+    zero = jnp.zeros((), jnp.float32)
+    return CalibrationState(
+        count=sums.count,
+        correct=sums.correct,
+        confidence=sums.confidence.astype(jnp.float32),
+        confidence_err=jnp.zeros((num_bins,), jnp.float32),
+        classwise=gaps.astype(jnp.float32),
+        classwise_err=jnp.zeros(gaps.shape, jnp.float32),
+        fine_count=pairs[:, 0] + pairs[:, 1],
+        fine_correct=pairs[:, 1],
+        fine_confidence=fine_conf,
+        hits=jnp.sum(jnp.where(w > 0, q.hit.astype(jnp.int32), 0)),
+        nll=_masked_sum(q.nll, where),
+        nll_err=zero,
+        brier=_masked_sum(q.brier, where),
+        brier_err=zero,
+    )
+
+
+def _masked_sum(x: Array, where: Array | None) -> Array:
+    x = x.astype(jnp.float32)
+    return jnp.sum(x if where is None else jnp.where(where, x, 0))
+
+
+def _probs_pass(p: Array, labels: Array) -> _report._Pass:
+    x = v.to_compute_dtype(p)
+    if x.ndim == 1:
+        valid = (labels == 0) | (labels == 1)
+        positive = labels == 1
+        return _report._Pass(
+            conf=jnp.where(valid, x, jnp.nan),
+            correct=positive,
+            probs=_inputs.two_columns(x),
+            nll=-jnp.log(jnp.where(positive, x, 1 - x)) + jnp.where(valid, 0, jnp.nan),
+            brier=_scores.per_sample_brier(x, labels),
+            hit=(x > 0.5) == positive,
+        )
+    top, hit = _binning.first_max_correct(x, labels)
+    p_y = v.take_label(x, labels)
+    return _report._Pass(
+        conf=jnp.where(jnp.isnan(p_y), jnp.nan, top),
+        correct=hit,
+        probs=x,
+        nll=-jnp.log(p_y),
+        brier=_scores.per_sample_brier(x, labels),
+        hit=hit,
+    )
+
+
+def _fine_cumulative(s: CalibrationState, num_bins: int):
+    """Boundary positions of the equal-mass bins located in the fine histogram."""
+    count = s.fine_count
+    cw = jax.lax.associative_scan(jnp.add, count)
+    total = cw[-1]
+    q = total // num_bins
+    r = total - q * num_bins
+    m = jnp.arange(num_bins + 1, dtype=jnp.int32)
+    bounds = m * q + jnp.minimum(m, r)
+    j = jnp.searchsorted(cw, bounds, side="right")
+    jc = jnp.minimum(j, count.shape[0] - 1)
+    prev = jnp.where(j > 0, cw[jnp.maximum(j - 1, 0)], 0)
+    return total, bounds, j, jc, prev
+
+
+@jax.jit
+def _ada_from_fine(s: CalibrationState) -> Array:
+    num_bins = s.num_bins
+    count = s.fine_count
+    gap = s.fine_correct.astype(jnp.float32) - s.fine_confidence
+    total, bounds, j, jc, prev = _fine_cumulative(s, num_bins)
+    cgap = jax.lax.associative_scan(jnp.add, gap)
+    prev_gap = jnp.where(j > 0, cgap[jnp.maximum(j - 1, 0)], 0)
+    unit = gap[jc] / jnp.maximum(count[jc], 1).astype(jnp.float32)
+    partial = jnp.where(j < count.shape[0], (bounds - prev).astype(jnp.float32) * unit, 0)
+    below = prev_gap + partial
+    return jnp.sum(jnp.abs(jnp.diff(below))) / total.astype(jnp.float32)
+
+
+@jax.jit
+def _ada_bound(s: CalibrationState) -> Array:
+    num_bins = s.num_bins
+    count = s.fine_count
+    total, bounds, j, jc, prev = _fine_cumulative(s, num_bins)
+    k = (bounds - prev)[1:-1]
+    n = count[jc][1:-1]
+    inside = (j < count.shape[0])[1:-1]
+    width = jnp.asarray(_fine_width(), jnp.float32)[jc][1:-1]
+    nc = s.fine_correct[jc][1:-1]
+    mixed = (nc > 0) & (nc < n)
+    spread = jnp.where(mixed, 1 + width, width)
+    term = jnp.where(inside, jnp.minimum(k, n - k).astype(jnp.float32) * spread, 0)
+    return 2 * jnp.sum(term) / total.astype(jnp.float32)
+
+
+@jax.jit
+def _compute(s: CalibrationState) -> _report.CalibrationReport:
+    sums = s._sums()
+    total = _binned.total_weight(sums)
+    acc = s.hits.astype(jnp.float32) / total
+    return _report.CalibrationReport(
+        ece=_binned.ece_from_sums(sums),
+        mce=_binned.mce_from_sums(sums),
+        ada_ece=_ada_from_fine(s),
+        classwise_ece=_binned.classwise_from_sums(s.classwise + s.classwise_err, total),
+        nll=(s.nll + s.nll_err) / total,
+        brier=(s.brier + s.brier_err) / total,
+        accuracy=acc,
+        error=1 - acc,
+    )
