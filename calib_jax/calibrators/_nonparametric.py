@@ -40,8 +40,9 @@ from calib_jax.calibrators._base import (
 from calib_jax.calibrators._pav import pav
 
 _MODES = ("one_vs_rest", "top_label")
-# Bits of the largest float32 below 2: sorts after every probability, marks masked rows.
-_PAD_KEY = np.int32(0x3FFFFFFF)
+# Sort key of masked rows: the bits of the largest float32 below 2, shifted left with a 0
+# target bit, so that masked rows sort after every probability and unpack to a score > 1.
+_PAD_KEY = np.int32(0x3FFFFFFF << 1)
 
 
 class HistogramBinningParams(NamedTuple):
@@ -151,8 +152,10 @@ def _make(
         conf = jnp.max(flat, axis=-1)
         new_conf = apply_column(first(), conf)
         k = flat.shape[-1]
-        is_pred = jnp.arange(k) == jnp.argmax(flat, axis=-1)[:, None]
-        rest = 1 - conf
+        is_pred = jnp.arange(k)[None] == jnp.argmax(flat, axis=-1)[:, None]
+        # The mass of the other classes as summed (not 1 - conf), so rows sum to one even when
+        # the input rows are off by rounding and conf is close to 1.
+        rest = jnp.sum(jnp.where(is_pred, 0, flat), axis=-1)
         scale = (1 - new_conf) / jnp.where(rest > 0, rest, 1)
         others = jnp.where(
             (rest > 0)[:, None], flat * scale[:, None], ((1 - new_conf) / (k - 1))[:, None]
@@ -260,7 +263,7 @@ def histogram_binning(
             edges = jax.vmap(_equal_mass_edges, in_axes=(0, None, None))(sorted_scores, n, num_bins)
             bins = jax.vmap(lambda e, s: jnp.searchsorted(e, s, side="left"))(edges, scores)
         segment = (jnp.arange(c, dtype=jnp.int32)[:, None] * num_bins + bins).ravel()
-        data = jnp.stack([(targets * weights).ravel(), jnp.tile(weights, c)], axis=-1)
+        data = jnp.stack([(targets * weights[None]).ravel(), jnp.tile(weights, c)], axis=-1)
         sums = jax.ops.segment_sum(data, segment, c * num_bins).reshape(c, num_bins, 2)
         lower = jnp.concatenate([jnp.zeros((c, 1), edges.dtype), edges], axis=1)
         upper = jnp.concatenate([edges, jnp.ones((c, 1), edges.dtype)], axis=1)

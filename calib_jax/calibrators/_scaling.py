@@ -83,7 +83,8 @@ def _fit_log_temperature(
     when it stays inside the bracket, else bisects. Stops when the step or the bracket is below
     ``tol`` (in ``log T``), after at most ``max_iter`` evaluations.
     """
-    z_label = v.take_label(logits, labels)
+    # Masked rows may hold any label: keep them out of the weighted means (0 * NaN is NaN).
+    z_label = jnp.where(weights > 0, v.take_label(logits, labels), 0)
 
     def body(state):
         it, log_t, lo, hi, _ = state
@@ -116,7 +117,8 @@ def _fit_log_temperature(
 def _ece_grid_temperature(logits: Array, labels: Array, weights: Array, num_bins: int) -> Array:
     from calib_jax import metrics
 
-    temps = jnp.arange(1, 101, dtype=logits.dtype) / 10
+    # Built in NumPy so that each k / 10 is correctly rounded (XLA may divide by reciprocal).
+    temps = jnp.asarray(np.arange(1, 101) / 10, logits.dtype)
     where = weights > 0
 
     def ece_at(t):
@@ -290,7 +292,7 @@ def vector_scaling(*, bias_l2: float = 0.0, max_iter: int = 200, tol: float = 1e
         safe_labels = jnp.clip(labels, 0, k - 1)
 
         def loss(p):
-            nll = _mean_nll(clean * p.weight + p.bias, safe_labels, weights)
+            nll = _mean_nll(clean * p.weight[None] + p.bias[None], safe_labels, weights)
             return nll + bias_l2 * jnp.sum(jnp.square(p.bias)) / k
 
         init = VectorScalingParams(jnp.ones(k, clean.dtype), jnp.zeros(k, clean.dtype))
@@ -298,7 +300,8 @@ def vector_scaling(*, bias_l2: float = 0.0, max_iter: int = 200, tol: float = 1e
 
     def apply_logits(params: VectorScalingParams, logits: ArrayLike) -> Array:
         logits = check_apply_input(logits, "logits", params.weight.shape[-1], binary=False)
-        return logits * params.weight + params.bias
+        lead = (1,) * (logits.ndim - 1)
+        return logits * params.weight.reshape((*lead, -1)) + params.bias.reshape((*lead, -1))
 
     def apply(params: VectorScalingParams, logits: ArrayLike) -> Array:
         return jax.nn.softmax(apply_logits(params, logits), axis=-1)
@@ -368,7 +371,7 @@ def matrix_scaling(
         off = 1.0 - jnp.eye(k, dtype=clean.dtype)
 
         def loss(p):
-            nll = _mean_nll(clean @ p.weight.T + p.bias, safe_labels, weights)
+            nll = _mean_nll(clean @ p.weight.T + p.bias[None], safe_labels, weights)
             sq = jnp.square(p.weight)
             reg = l2 * jnp.sum(sq) + bias_l2 * jnp.sum(jnp.square(p.bias)) / k
             if k > 1:
@@ -380,7 +383,7 @@ def matrix_scaling(
 
     def apply_logits(params: MatrixScalingParams, logits: ArrayLike) -> Array:
         logits = check_apply_input(logits, "logits", params.weight.shape[-1], binary=False)
-        return logits @ params.weight.T + params.bias
+        return logits @ params.weight.T + params.bias.reshape((1,) * (logits.ndim - 1) + (-1,))
 
     def apply(params: MatrixScalingParams, logits: ArrayLike) -> Array:
         return jax.nn.softmax(apply_logits(params, logits), axis=-1)
