@@ -116,6 +116,8 @@ def _make(
 ) -> Calibrator:
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
+    # Eager fits (checks done in Python) then run one compiled program, not op by op.
+    fit_columns = jax.jit(fit_columns)
 
     def fit(x: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None):
         scores, targets, weights, ok = _columns(

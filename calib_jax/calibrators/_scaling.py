@@ -194,13 +194,17 @@ def temperature_scaling(
         logits, labels, weights, k = check_fit_inputs(
             logits, labels, where, name="logits", binary_ok=False
         )
-        ok = fit_is_valid(logits, labels, weights, k)
+        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
+
+    @jax.jit
+    def core(logits: Array, labels: Array, weights: Array) -> TemperatureParams:
         clean = jnp.where(jnp.isfinite(logits), logits, 0)
         if method == "nll":
             t = jnp.exp(_fit_log_temperature(clean, labels, weights, tol=tol, max_iter=max_iter))
         else:
-            t = _ece_grid_temperature(clean, jnp.clip(labels, 0, k - 1), weights, num_bins)
-        return poison(TemperatureParams(t), ok)
+            labels = jnp.clip(labels, 0, logits.shape[-1] - 1)
+            t = _ece_grid_temperature(clean, labels, weights, num_bins)
+        return TemperatureParams(t)
 
     def apply_logits(params: TemperatureParams, logits: ArrayLike) -> Array:
         v.check_floating(logits, "logits")
@@ -287,7 +291,11 @@ def vector_scaling(*, bias_l2: float = 0.0, max_iter: int = 200, tol: float = 1e
         logits, labels, weights, k = check_fit_inputs(
             logits, labels, where, name="logits", binary_ok=False
         )
-        ok = fit_is_valid(logits, labels, weights, k)
+        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
+
+    @jax.jit
+    def core(logits: Array, labels: Array, weights: Array) -> VectorScalingParams:
+        k = logits.shape[-1]
         clean = jnp.where(jnp.isfinite(logits), logits, 0)
         safe_labels = jnp.clip(labels, 0, k - 1)
 
@@ -296,7 +304,7 @@ def vector_scaling(*, bias_l2: float = 0.0, max_iter: int = 200, tol: float = 1e
             return nll + bias_l2 * jnp.sum(jnp.square(p.bias)) / k
 
         init = VectorScalingParams(jnp.ones(k, clean.dtype), jnp.zeros(k, clean.dtype))
-        return poison(_lbfgs(loss, init, max_iter=max_iter, tol=tol), ok)
+        return _lbfgs(loss, init, max_iter=max_iter, tol=tol)
 
     def apply_logits(params: VectorScalingParams, logits: ArrayLike) -> Array:
         logits = check_apply_input(logits, "logits", params.weight.shape[-1], binary=False)
@@ -365,7 +373,11 @@ def matrix_scaling(
         logits, labels, weights, k = check_fit_inputs(
             logits, labels, where, name="logits", binary_ok=False
         )
-        ok = fit_is_valid(logits, labels, weights, k)
+        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
+
+    @jax.jit
+    def core(logits: Array, labels: Array, weights: Array) -> MatrixScalingParams:
+        k = logits.shape[-1]
         clean = jnp.where(jnp.isfinite(logits), logits, 0)
         safe_labels = jnp.clip(labels, 0, k - 1)
         off = 1.0 - jnp.eye(k, dtype=clean.dtype)
@@ -379,7 +391,7 @@ def matrix_scaling(
             return nll + reg
 
         init = MatrixScalingParams(jnp.eye(k, dtype=clean.dtype), jnp.zeros(k, clean.dtype))
-        return poison(_lbfgs(loss, init, max_iter=max_iter, tol=tol), ok)
+        return _lbfgs(loss, init, max_iter=max_iter, tol=tol)
 
     def apply_logits(params: MatrixScalingParams, logits: ArrayLike) -> Array:
         logits = check_apply_input(logits, "logits", params.weight.shape[-1], binary=False)
@@ -444,7 +456,10 @@ def platt_scaling(*, max_iter: int = 100, tol: float = 1e-6) -> Calibrator:
         logits, labels, weights, k = check_fit_inputs(
             logits, labels, where, name="logits", binary_ok=True
         )
-        ok = fit_is_valid(logits, labels, weights, k)
+        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
+
+    @jax.jit
+    def core(logits: Array, labels: Array, weights: Array) -> PlattParams:
         z = _binary_logit(jnp.where(jnp.isfinite(logits), logits, 0), "logits")
         y = (labels == 1).astype(z.dtype)
 
@@ -454,7 +469,7 @@ def platt_scaling(*, max_iter: int = 100, tol: float = 1e-6) -> Calibrator:
             return _weighted_mean(jax.nn.softplus(s) - y * s, weights)
 
         init = PlattParams(jnp.ones((), z.dtype), jnp.zeros((), z.dtype))
-        return poison(_lbfgs(loss, init, max_iter=max_iter, tol=tol), ok)
+        return _lbfgs(loss, init, max_iter=max_iter, tol=tol)
 
     def apply_logits(params: PlattParams, logits: ArrayLike) -> Array:
         v.check_floating(logits, "logits")
