@@ -44,13 +44,18 @@ CANDIDATES = {
 
 
 def _interleaved(steps: dict, args: tuple, rounds: int) -> dict[str, list[float]]:
-    """Time every step once per round, round-robin, so load changes hit all alike."""
+    """Time every step once per round, in a fresh random order each round, so that load
+    changes and the after-effects of the previous step (a heavy one leaves caches and the
+    allocator in another state) hit every candidate alike."""
     for step in steps.values():
         time_ms(functools.partial(step, *args), repeats=1)
+    names = list(steps)
+    order_rng = np.random.default_rng(1)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
-        for name, step in steps.items():
-            times[name].append(time_ms(functools.partial(step, *args), repeats=1, warmup=0))
+        for i in order_rng.permutation(len(names)):
+            step = functools.partial(steps[names[i]], *args)
+            times[names[i]].append(time_ms(step, repeats=1, warmup=0))
     return times
 
 
@@ -88,7 +93,8 @@ def main(quick: bool) -> None:
         ]
         rows.append([name, *times, *ratios])
     print_table(
-        f"Losses: jitted value-and-grad of the mean loss (float32), {rounds} interleaved rounds; "
+        f"Losses: jitted value-and-grad of the mean loss (float32), {rounds} rounds in random "
+        "order; "
         "ratio to optax CE (of medians / of best times)",
         header,
         rows,

@@ -23,8 +23,7 @@ def row_mask(where: ArrayLike | None, shape: tuple[int, ...], name: str = "label
         ok = False
     if not ok:
         raise ValueError(
-            f"where must broadcast to {name}.shape = {shape} (one flag per row), "
-            f"got shape {where_shape}."
+            f"where must broadcast to {name}.shape = {shape}, got shape {where_shape}."
         )
     return jnp.broadcast_to(jnp.asarray(where, bool), shape)
 
