@@ -50,9 +50,32 @@ def bin_index(values: jax.Array, num_bins: int) -> jax.Array:
     values = v.to_compute_dtype(values)
     if num_bins == 1:
         return jnp.zeros(values.shape, jnp.int32)
+    dtype = np.dtype(values.dtype)
+    digits = np.finfo(dtype).nmant + 1
+    half = (digits + 1) // 2
+    if num_bins >= 2 ** (digits - half):
+        return _bin_index_by_table(values, num_bins)
+    # Candidate g - 1 from the rounded product, then exact tests of the real inequalities
+    # c > g/M and c > (g-1)/M. Veltkamp's split c = hi + lo gives halves of at most
+    # digits - half significant bits, so hi*M and lo*M are exact for M < 2^(digits - half) and
+    # sign((hi*M - k) + lo*M) = sign(c*M - k). All elementwise arithmetic: no table gather,
+    # which XLA:CPU runs far slower than the arithmetic.
+    m = dtype.type(num_bins)
+    t = values * dtype.type(2**half + 1)
+    hi = t - (t - values)
+    lo = values - hi
+    g = jnp.clip(jnp.ceil(values * m), 1, m)
+
+    def above(k):
+        return ((hi * m - k) + lo * m > 0).astype(jnp.int32)
+
+    idx = g.astype(jnp.int32) - 2 + above(g) + above(g - 1)
+    return jnp.clip(idx, 0, num_bins - 1)
+
+
+def _bin_index_by_table(values: jax.Array, num_bins: int) -> jax.Array:
+    """The same rule by comparison with the rounded-down edges (any ``num_bins``)."""
     edges = internal_edges(num_bins, values.dtype)
-    # Candidate from the multiply, then one exact correction step against the rounded-down
-    # edges: O(1) per value instead of O(num_bins) comparisons.
     guess = jnp.clip(jnp.ceil(values * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
     e = jnp.asarray(np.concatenate([[-np.inf], edges, [np.inf]]).astype(values.dtype))
     lower = e[guess]  # bin `guess` holds (lower, upper]
@@ -140,23 +163,30 @@ def classwise_gap_sums(
 ) -> jax.Array:
     """Per class ``j`` and bin ``m`` of ``p[:, j]``: ``Σ_n w_n·(1[y_n = j] - p[n, j])``, ``[K, M]``.
 
-    For each class the weighted gap ``(|B_mj|/N)·|A_mj - C_mj|`` equals ``|this sum| / N``, so a
-    single scatter of the combined quantity over the ``N·K`` entries replaces three, and no
-    ``[N, K, M]`` one-hot is ever formed. An out-of-range label poisons its row with NaN.
+    For each class the weighted gap ``(|B_mj|/N)·|A_mj - C_mj|`` equals ``|this sum| / N``, so
+    one scatter of ``-p`` over the ``N·K`` entries plus one of the label indicator over ``N``
+    entries replace three, and no ``[N, K, M]`` one-hot is ever formed. An out-of-range label
+    gives NaN.
     """
     p = v.to_compute_dtype(probs)
     k = p.shape[1]
-    column = jax.lax.broadcasted_iota(labels.dtype, p.shape, 1)
-    valid = (labels >= 0) & (labels < k)
-    hit = (column == labels[:, None]).astype(p.dtype)
-    gap = jnp.where(valid[:, None], hit - p, jnp.nan)
-    if weights is not None:
+    column = jax.lax.broadcasted_iota(jnp.int32, p.shape, 1)
+    if weights is None:
+        minus_p = -p
+    else:
         w = weights.astype(p.dtype)[:, None]
-        gap = jnp.where(w > 0, w * gap, 0)
+        minus_p = jnp.where(w > 0, -w * p, 0)
     slot = bin_index(p, num_bins) + num_bins * column
-    return (
-        jnp.zeros((k * num_bins,), p.dtype)
-        .at[slot.reshape(-1)]
-        .add(gap.reshape(-1))
-        .reshape(k, num_bins)
-    )
+    sums = jnp.zeros((k * num_bins,), p.dtype).at[slot.reshape(-1)].add(minus_p.reshape(-1))
+    # The label term 1[y = j] is non-zero once per row: a second scatter over N entries only
+    # (an [N, K] comparison with the labels is slow on XLA:CPU). Bad labels add NaN.
+    p_y = v.take_label(p, labels)
+    valid = (labels >= 0) & (labels < k)
+    if weights is None:
+        hit = jnp.where(valid, 1, jnp.nan).astype(p.dtype)
+    else:
+        w = weights.astype(p.dtype)
+        hit = jnp.where(w > 0, jnp.where(valid, w, jnp.nan), 0)
+    label_bin = bin_index(jnp.where(valid, p_y, 0), num_bins)
+    hit_slot = label_bin + num_bins * jnp.where(valid, labels, 0).astype(jnp.int32)
+    return sums.at[hit_slot].add(hit).reshape(k, num_bins)

@@ -75,7 +75,8 @@ def ref_classwise(p, y, m):
 
 def ref_ada(p, y, m):
     c, a = ref_top_label(p, y)
-    order = np.argsort(c, kind="stable")
+    # Equal confidences: incorrect before correct (our documented, order-free tie rule).
+    order = np.lexsort((a, np.float32(c)))
     return sum(abs(a[i].sum() - c[i].sum()) for i in np.array_split(order, m)) / len(c)
 
 
@@ -409,3 +410,55 @@ def test_bad_values_under_jit_raise_when_checked_and_never_give_a_number():
         cm.ece(p, jnp.array([0, 1]), where=jnp.array([False, False]))
     with pytest.raises(ValueError, match="finite"):
         cm.calibration_report(jnp.float32([[0.0, jnp.nan]]), jnp.array([0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Sample weights and the bootstrap.
+
+
+def test_integer_weights_equal_replicated_samples():
+    _, p, y = make_data(300, 5, seed=9)
+    w = np.random.default_rng(0).poisson(1.0, 300).astype(np.int32)
+    rep_p, rep_y = np.repeat(p, w, axis=0), np.repeat(y, w)
+    pj, yj, wj = jnp.asarray(p), jnp.asarray(y), jnp.asarray(w)
+    for fn in (cm.ece, cm.mce, cm.classwise_ece, cm.ada_ece, cm.debiased_l2_ece, cm.brier):
+        np.testing.assert_allclose(
+            fn(pj, yj, weights=wj), ref_fn(fn)(rep_p, rep_y), atol=1e-5, err_msg=fn.__name__
+        )
+    np.testing.assert_array_equal(
+        cm.reliability_diagram(pj, yj, weights=wj).count,
+        cm.reliability_diagram(jnp.asarray(rep_p), jnp.asarray(rep_y)).count,
+    )
+    # Float weights equal to the integers give the same values (float counts).
+    np.testing.assert_allclose(
+        cm.ece(pj, yj, weights=wj.astype(jnp.float32)), cm.ece(pj, yj, weights=wj), atol=1e-6
+    )
+
+
+def ref_fn(fn):
+    return {
+        cm.ece: lambda p, y: ref_ece(p, y, 15),
+        cm.mce: lambda p, y: ref_mce(p, y, 15),
+        cm.classwise_ece: lambda p, y: ref_classwise(p, y, 15),
+        cm.ada_ece: lambda p, y: ref_ada(p, y, 15),
+        cm.debiased_l2_ece: lambda p, y: ref_debiased(p, y, 15),
+        cm.brier: ref_brier,
+    }[fn]
+
+
+def test_bootstrap_by_vmap_over_weights():
+    _, p, y = make_data(300, 5, seed=10)
+    pj, yj = jnp.asarray(p), jnp.asarray(y)
+    key = jax.random.key(0)
+    reps = cm.bootstrap(cm.ece, pj, yj, key=key, num_resamples=64, num_bins=10)
+    assert reps.shape == (64,) and np.all(np.isfinite(reps))
+    # Replicate i is the metric on the data resampled with the same counts.
+    w = cm._bootstrap.resample_weights(key, 300, 64)
+    i = 7
+    rep = np.repeat(np.arange(300), np.asarray(w[i]))
+    np.testing.assert_allclose(reps[i], ref_ece(p[rep], y[rep], 10), atol=1e-5)
+    multi = cm.bootstrap(cm.ada_ece, pj, yj, key=key, num_resamples=16, method="multinomial")
+    assert multi.shape == (16,)
+    assert int(cm._bootstrap.resample_weights(key, 300, 3, "multinomial").sum()) == 900
+    lo, hi = np.percentile(np.asarray(reps), [2.5, 97.5])
+    assert lo < float(cm.ece(pj, yj, num_bins=10)) < hi

@@ -20,6 +20,7 @@ from calib_jax.metrics._binned import (
     mce,
     reliability_diagram,
 )
+from calib_jax.metrics._bootstrap import bootstrap
 from calib_jax.metrics._report import CalibrationReport, calibration_report
 from calib_jax.metrics._scores import accuracy, brier, nll
 from calib_jax.metrics._streaming import CalibrationState
@@ -31,6 +32,7 @@ __all__ = [
     "ReliabilityDiagram",
     "accuracy",
     "ada_ece",
+    "bootstrap",
     "brier",
     "calibration_report",
     "classwise_ece",

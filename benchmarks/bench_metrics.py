@@ -1,0 +1,123 @@
+"""Calibration metrics vs the floor (jitted softmax + max), torchmetrics, netcal and NumPy.
+
+``python -m benchmarks.run metrics``. Each case draws float32 logits ``[N, K]`` and labels; JAX
+functions are jitted and timed after compilation; peers get probabilities (NumPy/torch arrays)
+and are timed in the same run. Ratios are per case.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks._harness import print_table, time_ms
+from calib_jax import metrics as cm
+
+M = 15
+
+
+def np_ece(p, y):
+    c = p.max(1)
+    a = p.argmax(1) == y
+    b = np.clip(np.ceil(c * M).astype(np.int64) - 1, 0, M - 1)
+    return np.abs(np.bincount(b, a, M) - np.bincount(b, c, M)).sum() / len(c)
+
+
+def np_classwise(p, y):
+    n, k = p.shape
+    b = np.clip(np.ceil(p * M).astype(np.int64) - 1, 0, M - 1) + M * np.arange(k)
+    gap = np.bincount(b.ravel(), p.ravel(), k * M)
+    hits = np.bincount(b[np.arange(n), y], None, k * M)
+    return np.abs(hits - gap).sum() / (n * k)
+
+
+def np_ada(p, y):
+    c = p.max(1)
+    a = (p.argmax(1) == y).astype(np.float64)
+    order = np.argsort(c, kind="stable")
+    return sum(abs(a[i].sum() - c[i].sum()) for i in np.array_split(order, M)) / len(c)
+
+
+def _case(n, k, seed=0):
+    rng = np.random.default_rng(seed)
+    z = (rng.normal(size=(n, k)) * 3).astype(np.float32)
+    y = rng.integers(0, k, n).astype(np.int32)
+    return z, y
+
+
+def main(quick: bool = False) -> None:
+    import torch
+    from netcal.metrics import ECE
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    torch.set_num_threads(1)
+    cases = (
+        [(20_000, 10), (5_000, 100)] if quick else [(1_000_000, 10), (100_000, 100), (20_000, 1000)]
+    )
+    repeats = 3 if quick else 7
+    floor = jax.jit(lambda z: jnp.max(jax.nn.softmax(z), axis=-1))
+    ece_l = jax.jit(lambda z, y: cm.ece(jax.nn.softmax(z), y))
+    mce_l = jax.jit(lambda z, y: cm.mce(jax.nn.softmax(z), y))
+    report = jax.jit(cm.calibration_report)
+    cw = jax.jit(cm.classwise_ece)
+    ada = jax.jit(cm.ada_ece)
+    ece_p = jax.jit(cm.ece)
+    rows, ratio_rows = [], []
+    for n, k in cases:
+        z, y = _case(n, k)
+        zj, yj = jnp.asarray(z), jnp.asarray(y)
+        pj = jax.block_until_ready(jax.nn.softmax(zj))
+        p = np.asarray(pj)
+        pt, yt = torch.from_numpy(p), torch.from_numpy(y.astype(np.int64))
+        t = {}
+        t["floor"] = time_ms(lambda: floor(zj), repeats=repeats)
+        t["ece(logits)"] = time_ms(lambda: ece_l(zj, yj), repeats=repeats)
+        t["mce(logits)"] = time_ms(lambda: mce_l(zj, yj), repeats=repeats)
+        t["ece(probs)"] = time_ms(lambda: ece_p(pj, yj), repeats=repeats)
+        t["report"] = time_ms(lambda: report(zj, yj), repeats=repeats)
+        t["classwise"] = time_ms(lambda: cw(pj, yj), repeats=repeats)
+        t["ada_ece"] = time_ms(lambda: ada(pj, yj), repeats=repeats)
+        t["np ece"] = time_ms(lambda: np_ece(p, y), repeats=repeats)
+        t["np classwise"] = time_ms(lambda: np_classwise(p, y), repeats=repeats)
+        t["np ada"] = time_ms(lambda: np_ada(p, y), repeats=repeats)
+        t["torchmetrics"] = time_ms(
+            lambda: multiclass_calibration_error(pt, yt, k, n_bins=M), repeats=repeats
+        )
+        t["netcal"] = time_ms(lambda: ECE(bins=M).measure(p, y), repeats=max(1, repeats // 2))
+        # Same numbers, or the timing means nothing.
+        assert abs(float(ece_l(zj, yj)) - np_ece(p, y)) < 1e-4
+        assert abs(float(cw(pj, yj)) - np_classwise(p, y)) < 1e-4
+        assert abs(float(ada(pj, yj)) - np_ada(p, y)) < 1e-4
+        rows.append([f"{n}x{k}", *(t[key] for key in t)])
+        fl = t["floor"]
+        ratio_rows.append(
+            [
+                f"{n}x{k}",
+                t["ece(logits)"] / fl,
+                t["mce(logits)"] / fl,
+                t["report"] / fl,
+                t["classwise"] / t["np classwise"],
+                t["ada_ece"] / t["np ada"],
+                t["torchmetrics"] / t["ece(logits)"],
+                t["netcal"] / t["ece(logits)"],
+                t["np ece"] / t["ece(logits)"],
+            ]
+        )
+    print_table("Calibration metrics: median ms", ["N x K", *t.keys()], rows)
+    print_table(
+        "Ratios (targets: ece/mce <= 1.5x floor, report <= 2x floor, classwise <= 0.5x NumPy,"
+        " ada < 1x NumPy; peer columns are their time over ours)",
+        [
+            "N x K",
+            "ece/floor",
+            "mce/floor",
+            "report/floor",
+            "classwise/np",
+            "ada/np",
+            "torchmetrics/ece",
+            "netcal/ece",
+            "np/ece",
+        ],
+        ratio_rows,
+    )
