@@ -286,7 +286,7 @@ def test_identities():
     )
 
 
-@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.settings(max_examples=25, deadline=None)
 @hypothesis.given(
     logits=st.lists(st.floats(-30, 30, allow_nan=False, width=32), min_size=5, max_size=5),
     label=st.integers(0, 4),
@@ -348,12 +348,11 @@ ALL = {name: fn for name, (fn, _) in PER_EXAMPLE.items()} | {
 @pytest.mark.parametrize("name", ALL)
 def test_jit_vmap_grad(name):
     fn = ALL[name]
-    eager = fn(Z, Y)
-    np.testing.assert_allclose(jax.jit(fn)(Z, Y), eager, rtol=1e-6, atol=1e-7)
     jitted = jax.jit(fn)
-    stacked = jnp.stack([jitted(Z[i], Y[i]) for i in range(Z.shape[0])])
-    np.testing.assert_allclose(jax.vmap(fn)(Z, Y), stacked, rtol=1e-6, atol=1e-7)
-    grad = jax.jit(jax.grad(lambda z: jnp.sum(fn(z, Y))))(Z)
+    rows = [jitted(Z[i], Y[i]) for i in range(Z.shape[0])]
+    np.testing.assert_allclose(rows[0], fn(Z[0], Y[0]), rtol=1e-6, atol=1e-7)  # jit == eager
+    np.testing.assert_allclose(jax.jit(jax.vmap(fn))(Z, Y), jnp.stack(rows), rtol=1e-6, atol=1e-7)
+    grad = jax.jit(jax.grad(lambda z: jnp.sum(jax.vmap(fn)(z, Y))))(Z)
     assert grad.shape == Z.shape and np.isfinite(np.asarray(grad)).all()
     assert np.abs(np.asarray(grad)).max() > 0
 
