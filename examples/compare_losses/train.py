@@ -113,13 +113,39 @@ def create_train_state(
     steps_per_epoch: int,
     mesh: jax.sharding.Mesh,
 ) -> tuple[nnx.GraphDef, nnx.State]:
-    """The model and optimizer as (graphdef, state); the state is replicated over ``mesh``."""
-    model = models.create_model(
-        config.model, num_classes=info.num_classes, image_shape=info.image_shape, seed=config.seed
+    """The model and optimizer as (graphdef, state); the state is replicated over ``mesh``.
+
+    Initialisation runs under ``jit`` with replicated outputs, so every device (and every
+    process) computes the same parameters in place instead of receiving them from a host.
+    """
+    graphdef, init = _initializer(
+        config.model,
+        info.num_classes,
+        info.image_shape,
+        config.seed,
+        create_optimizer(config, steps_per_epoch),
+        mesh,
     )
-    optimizer = nnx.Optimizer(model, create_optimizer(config, steps_per_epoch), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
-    return graphdef, jax.device_put(state, NamedSharding(mesh, P()))
+    return graphdef, init()
+
+
+@functools.cache
+def _initializer(
+    model_name: str,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    seed: int,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+) -> tuple[nnx.GraphDef, Callable[[], nnx.State]]:
+    def build():
+        model = models.create_model(
+            model_name, num_classes=num_classes, image_shape=image_shape, seed=seed
+        )
+        return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: nnx.merge(*build())))
+    return graphdef, jax.jit(lambda: build()[1], out_shardings=NamedSharding(mesh, P()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -156,12 +182,12 @@ def make_train_step(
 def make_eval_step(
     graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, *, num_bins: int
 ) -> Callable[..., tuple[Any, jax.Array]]:
-    """``step(state, metrics, images, labels, mask) -> (metrics, logits)``.
+    """``step(state, metrics, images, labels, mask) -> (metrics, logits, labels)``.
 
     ``metrics`` is a :class:`calib_jax.metrics.CalibrationState`; each device updates an empty
     state with its shard (padding rows masked out), the per-device states are summed with
-    ``lax.psum`` over the data axis and merged into ``metrics``. The logits come back
-    replicated so every process can read all of them (for post-hoc calibration).
+    ``lax.psum`` over the data axis and merged into ``metrics``. The logits and labels come
+    back replicated so every process can read all of them (for post-hoc calibration).
     """
 
     def logits_fn(state, images):
@@ -182,10 +208,12 @@ def make_eval_step(
             in_specs=(P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
             out_specs=P(),
         )(logits, labels, mask)
-        return metrics.merge(batch_metrics), logits
+        return metrics.merge(batch_metrics), logits, labels
 
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-    return jax.jit(step, in_shardings=(repl, repl, data, data, data), out_shardings=(repl, repl))
+    return jax.jit(
+        step, in_shardings=(repl, repl, data, data, data), out_shardings=(repl, repl, repl)
+    )
 
 
 def global_batch(mesh: jax.sharding.Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
@@ -220,10 +248,8 @@ def evaluate(
     num_bins: int,
 ) -> Evaluation:
     """Runs ``eval_step`` over all of ``source``; every process gets the global result."""
-    metrics = jax.device_put(
-        calib_jax.metrics.CalibrationState.empty(info.num_classes, num_bins=num_bins),
-        NamedSharding(mesh, P()),
-    )
+    empty, compute = _metric_fns(mesh, info.num_classes, num_bins)
+    metrics = empty()
     logits, labels = [], []
     batches = input_pipeline.eval_batches(
         source,
@@ -234,22 +260,23 @@ def evaluate(
     )
     for batch in batches:
         images, y, mask = global_batch(mesh, batch.image, batch.label, batch.mask)
-        metrics, batch_logits = eval_step(state, metrics, images, y, mask)
+        metrics, batch_logits, batch_labels = eval_step(state, metrics, images, y, mask)
         logits.append(_host(batch_logits))
-        labels.append(_host(_replicated(mesh, y)))
+        labels.append(_host(batch_labels))
     n = len(source)
-    return Evaluation(
-        np.concatenate(logits)[:n], np.concatenate(labels)[:n], jax.device_get(metrics.compute())
-    )
+    report = jax.tree.map(_host, compute(metrics))
+    return Evaluation(np.concatenate(logits)[:n], np.concatenate(labels)[:n], report)
 
 
 @functools.cache
-def _replicate_fn(mesh: jax.sharding.Mesh) -> Callable[[jax.Array], jax.Array]:
-    return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, P()))
-
-
-def _replicated(mesh: jax.sharding.Mesh, x: jax.Array) -> jax.Array:
-    return _replicate_fn(mesh)(x)
+def _metric_fns(mesh: jax.sharding.Mesh, num_classes: int, num_bins: int):
+    """Jitted (empty, compute) of the streaming state with replicated outputs: eager ops on
+    arrays that span several processes would each compile and synchronise separately."""
+    repl = NamedSharding(mesh, P())
+    state = calib_jax.metrics.CalibrationState
+    empty = jax.jit(lambda: state.empty(num_classes, num_bins=num_bins), out_shardings=repl)
+    compute = jax.jit(lambda m: m.compute(), out_shardings=repl)
+    return empty, compute
 
 
 def _checkpoint_manager(workdir: Path, every: int) -> ocp.CheckpointManager:
