@@ -89,9 +89,11 @@ def check_two_classes(labels: Array, weights: Array) -> None:
 
 def fit_is_valid_labels(labels: Array, weights: Array) -> Array:
     """True iff the unmasked rows hold at least two distinct labels."""
+    # Some valid label differs from the largest valid label (a max, not an argmax: XLA would
+    # constant-fold an argmax over the all-true mask of an unmasked fit, slowly).
     valid = weights > 0
-    first = labels[jnp.argmax(valid)]
-    return jnp.any(valid & (labels != first))
+    largest = jnp.max(jnp.where(valid, labels, jnp.iinfo(labels.dtype).min))
+    return jnp.any(valid & (labels != largest))
 
 
 def fit_is_valid(x: Array, labels: Array, weights: Array, k: int) -> Array:
