@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -295,3 +296,50 @@ def test_two_process_distributed_eval_matches_one_process(digits):
         assert int(n) == len(digits.test)
         assert float(acc) == pytest.approx(float(ev.report.accuracy), abs=1e-7)
         assert float(ece) == pytest.approx(float(ev.report.ece), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _abstract_forward(model, shape):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    out = jax.eval_shape(
+        lambda p, r, x: nnx.merge(graphdef, p, r)(x),
+        params,
+        rest,
+        jax.ShapeDtypeStruct(shape, jnp.float32),
+    )
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)), out.shape
+
+
+# Abstract evaluation only (no allocation, no compilation). ResNet-110 and DenseNet-121 are too
+# slow to trace here; their blocks are covered by the small instances below and the BN test.
+@pytest.mark.parametrize(
+    ("name", "millions", "head"), [("resnet50", 23.52, 2048), ("wide_resnet26_10", 26.80, 640)]
+)
+def test_paper_architectures_shapes_and_sizes(name, millions, head):
+    model = nnx.eval_shape(
+        lambda: models.create_model(name, num_classes=100, image_shape=(32, 32, 3), seed=0)
+    )
+    count, shape = _abstract_forward(model, (2, 32, 32, 3))
+    assert shape == (2, 100)
+    # Published sizes are for 10 classes: remove the 90 extra rows of the linear head.
+    assert count - 90 * (head + 1) == pytest.approx(millions * 1e6, rel=2e-3)
+
+
+def test_small_densenet_and_resnet_blocks():
+    dense = nnx.eval_shape(
+        lambda: models.DenseNet(10, 3, block_sizes=(2, 2), growth=4, rngs=nnx.Rngs(0))
+    )
+    assert _abstract_forward(dense, (2, 16, 16, 3))[1] == (2, 10)
+    resnet = nnx.eval_shape(
+        lambda: models.ResNet(
+            10,
+            3,
+            block=models.BasicBlock,
+            stage_sizes=(1, 1, 1),
+            widths=(4, 8, 16),
+            rngs=nnx.Rngs(0),
+        )
+    )
+    assert _abstract_forward(resnet, (2, 16, 16, 3))[1] == (2, 10)
