@@ -124,7 +124,7 @@ def make_data(n, k, seed, scale=3.0, quantize=False):
     return z, p, y
 
 
-CASES = [(1000, 10, 15, False), (257, 3, 7, True), (64, 2, 1, True), (2000, 100, 20, False)]
+CASES = [(1000, 10, 15, False), (257, 3, 7, True), (64, 2, 1, True), (300, 100, 20, False)]
 
 
 @pytest.mark.parametrize(("n", "k", "m", "quantize"), CASES)

@@ -62,8 +62,8 @@ def test_merge_is_associative_with_empty_identity_and_handles_masks():
     z, y = _data(300, 4, seed=1)
     p = jax.nn.softmax(z)
     a = cm.CalibrationState.from_batch(p[:100], y[:100])
-    b = cm.CalibrationState.from_batch(p[100:250], y[100:250])
-    c = cm.CalibrationState.from_batch(p[250:], y[250:])
+    b = cm.CalibrationState.from_batch(p[100:200], y[100:200])
+    c = cm.CalibrationState.from_batch(p[200:], y[200:])
     left, right = a.merge(b).merge(c), a.merge(b.merge(c))
     for x, w in zip(jax.tree.leaves(left.compute()), jax.tree.leaves(right.compute()), strict=True):
         np.testing.assert_allclose(x, w, atol=1e-7)

@@ -111,6 +111,7 @@ def ada_ece(
     variant: Literal["equal_mass", "mukhoti2020"] = "equal_mass",
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
+    from_logits: bool = False,
 ) -> Array:
     """Adaptive ECE (AdaECE): ECE over equal-mass bins of the sorted confidences.
 
@@ -142,6 +143,7 @@ def ada_ece(
       variant: ``"equal_mass"`` or ``"mukhoti2020"`` (static).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights (``equal_mass`` only).
+      from_logits: ``probs`` holds logits (confidence ``max softmax``, first-max prediction).
 
     Returns:
       Scalar float32 AdaECE.
@@ -164,7 +166,7 @@ def ada_ece(
         raise ValueError(f"variant must be 'equal_mass' or 'mukhoti2020', got {variant!r}.")
     if variant == "mukhoti2020" and weights is not None:
         raise ValueError("variant='mukhoti2020' does not take weights; use where= to mask.")
-    conf, correct, w = _inputs.top_label(probs, labels, where, weights)
+    conf, correct, w = _inputs.top_label(probs, labels, where, weights, from_logits=from_logits)
     if variant == "mukhoti2020":
         return interpolated_ece(conf, correct, w, num_bins)
     return equal_mass_ece(conf, correct, w, num_bins)

@@ -94,9 +94,9 @@ def classwise_from_sums(gap_sums: Array, total: Array) -> Array:
 # Public functions.
 
 
-def _sums(probs, labels, num_bins, where, weights) -> _binning.BinSums:
+def _sums(probs, labels, num_bins, where, weights, from_logits=False) -> _binning.BinSums:
     num_bins = v.check_num_bins(num_bins)
-    conf, correct, w = _inputs.top_label(probs, labels, where, weights)
+    conf, correct, w = _inputs.top_label(probs, labels, where, weights, from_logits=from_logits)
     return _binning.bin_sums(conf, correct, num_bins, w)
 
 
@@ -108,6 +108,7 @@ def ece(
     num_bins: int = 15,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
+    from_logits: bool = False,
 ) -> Array:
     """Expected calibration error with equal-width bins (Guo et al. 2017).
 
@@ -124,6 +125,9 @@ def ece(
       num_bins: number of equal-width bins ``M`` (static int ``>= 1``).
       where: optional bool ``[N]`` mask; masked samples are ignored.
       weights: optional non-negative ``[N]`` sample weights (e.g. bootstrap resampling counts).
+      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+        ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
+        the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
     Returns:
       Scalar float32 ECE in ``[0, 1]``.
@@ -141,7 +145,7 @@ def ece(
       Naeini, Cooper, Hauskrecht, "Obtaining Well Calibrated Probabilities Using Bayesian
       Binning", AAAI 2015.
     """
-    return ece_from_sums(_sums(probs, labels, num_bins, where, weights))
+    return ece_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))
 
 
 @_doc
@@ -152,6 +156,7 @@ def mce(
     num_bins: int = 15,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
+    from_logits: bool = False,
 ) -> Array:
     """Maximum calibration error: the largest ``|acc_m - conf_m|`` over non-empty bins.
 
@@ -164,6 +169,9 @@ def mce(
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
+      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+        ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
+        the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
     Returns:
       Scalar float32 MCE in ``[0, 1]``.
@@ -179,7 +187,7 @@ def mce(
     References:
       Naeini, Cooper, Hauskrecht, AAAI 2015; Guo et al., ICML 2017.
     """
-    return mce_from_sums(_sums(probs, labels, num_bins, where, weights))
+    return mce_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))
 
 
 @_doc
@@ -191,6 +199,7 @@ def lp_ece(
     num_bins: int = 15,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
+    from_logits: bool = False,
 ) -> Array:
     """L_p calibration error with equal-width bins (``p = 1`` is ECE, ``p = inf`` is MCE).
 
@@ -206,6 +215,9 @@ def lp_ece(
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
+      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+        ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
+        the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
     Returns:
       Scalar float32.
@@ -223,7 +235,7 @@ def lp_ece(
     """
     if isinstance(p, jax.core.Tracer) or not p >= 1:
         raise ValueError(f"p must be a static number >= 1 (or inf), got {p}.")
-    return lp_ece_from_sums(_sums(probs, labels, num_bins, where, weights), float(p))
+    return lp_ece_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits), float(p))
 
 
 @_doc
@@ -234,6 +246,7 @@ def debiased_l2_ece(
     num_bins: int = 15,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
+    from_logits: bool = False,
 ) -> Array:
     """Debiased estimate of the *squared* L2 calibration error (Kumar, Liang & Ma 2019).
 
@@ -253,6 +266,9 @@ def debiased_l2_ece(
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
+      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+        ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
+        the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
     Returns:
       Scalar float32 (squared units; may be negative).
@@ -268,7 +284,7 @@ def debiased_l2_ece(
     References:
       Kumar, Liang, Ma, "Verified Uncertainty Calibration", NeurIPS 2019 (Section 5).
     """
-    return debiased_l2_from_sums(_sums(probs, labels, num_bins, where, weights))
+    return debiased_l2_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))
 
 
 @_doc
@@ -374,6 +390,7 @@ def reliability_diagram(
     num_bins: int = 15,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
+    from_logits: bool = False,
 ) -> ReliabilityDiagram:
     """Per-bin count, accuracy and confidence: the data of a reliability diagram.
 
@@ -389,6 +406,9 @@ def reliability_diagram(
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
+      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+        ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
+        the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
     Returns:
       :class:`ReliabilityDiagram` with ``[M]`` arrays ``count, accuracy, confidence, lower,
@@ -406,4 +426,4 @@ def reliability_diagram(
       DeGroot & Fienberg, "The Comparison and Evaluation of Forecasters", 1983;
       Niculescu-Mizil & Caruana, ICML 2005; Guo et al., ICML 2017.
     """
-    return diagram_from_sums(_sums(probs, labels, num_bins, where, weights))
+    return diagram_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))

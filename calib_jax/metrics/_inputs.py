@@ -85,7 +85,9 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
         else:
             top, correct = _binning.first_max_correct(x, labels)
             # max softmax = exp(0) / sum(exp(z - max)): the same float as max(softmax(z)).
-            conf = 1.0 / jnp.sum(jnp.exp(x - top[:, None]), axis=-1)
+            # The barrier keeps XLA from fusing this sum with the tie check into one slower
+            # multi-output reduction.
+            conf = 1.0 / jax.lax.optimization_barrier(jnp.sum(jnp.exp(x - top[:, None]), axis=-1))
             valid = (labels >= 0) & (labels < k)
     elif k is None:
         ok = (x >= 0) & (x <= 1)
