@@ -79,6 +79,8 @@ CASES = [
 ]
 IDS = [c[0] for c in CASES]
 INSTANCES = {name: make() for name, make, _ in CASES}
+# One instance per configuration, so its compiled fit core is shared across tests.
+INSTANCES["iso_binary"], INSTANCES["bbq_binary"] = INSTANCES["iso"], INSTANCES["bbq"]
 KINDS = {name: kind for name, _, kind in CASES}
 
 
@@ -117,8 +119,8 @@ def test_temperature_recovers_known_temperature(t_star):
 
 
 def test_temperature_nll_reaches_dense_grid_optimum():
-    z, y = _overconfident(2, 3000, k=10)
-    w = np.random.default_rng(0).random(3000) < 0.7
+    z, y = _overconfident(2, N)
+    w = np.random.default_rng(0).random(N) < 0.7
     for where in (None, w):
         t_hat = float(INSTANCES["ts_nll"].fit(z, y, where=where).temperature)
         zs, ys = (z, y) if where is None else (z[w], y[w])
@@ -128,18 +130,18 @@ def test_temperature_nll_reaches_dense_grid_optimum():
 
 
 def test_temperature_never_changes_argmax_and_accuracy():
-    z, y = _overconfident(3, 2000)
+    z, y = _overconfident(3, 2 * N)
     ts = INSTANCES["ts_nll"]
-    params = ts.fit(z, y)
+    params = ts.fit(z[:N], y[:N])
     p = ts.apply(params, z)
     np.testing.assert_array_equal(np.argmax(p, -1), np.argmax(z, -1))
-    before, after, _ = cal.calibrate_and_report(ts, z[:1000], y[:1000], z[1000:], y[1000:])
+    before, after, _ = cal.calibrate_and_report(ts, z[:N], y[:N], z[N:], y[N:])
     assert float(before.accuracy) == float(after.accuracy)
     assert float(after.ece) < 0.5 * float(before.ece)
 
 
 def test_temperature_ece_grid_matches_numpy():
-    z, y = _overconfident(4, 1000)
+    z, y = _overconfident(4, N)
     t_hat = float(INSTANCES["ts_ece_grid"].fit(z, y).temperature)
     grid = np.arange(1, 101) / 10
     eces = np.array([_ece64(_softmax64(z / t), y) for t in grid])
@@ -153,14 +155,23 @@ def test_temperature_ece_grid_matches_numpy():
 def test_platt_equals_sklearn_unregularised_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
-    s, y = _binary(5, 3000)
+    s, y = _binary(5, N)
     z = np.log(s / (1 - s)).astype(np.float32)
     lr = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(z[:, None], y)
     params = INSTANCES["platt"].fit(z, y)
-    np.testing.assert_allclose(float(params.slope), lr.coef_[0, 0], rtol=1e-4)
-    np.testing.assert_allclose(float(params.intercept), lr.intercept_[0], atol=1e-4)
+    a, b = float(params.slope), float(params.intercept)
+    # float32 L-BFGS stops at a gradient norm ~1e-6: parameters agree to ~1e-3 relative,
+    # probabilities to 1e-4, and the float64 NLL is as low as scikit-learn's float64 fit.
+    np.testing.assert_allclose([a, b], [lr.coef_[0, 0], lr.intercept_[0]], rtol=1e-3, atol=1e-3)
     p = INSTANCES["platt"].apply(params, z)
-    np.testing.assert_allclose(np.asarray(p), lr.predict_proba(z[:, None]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(p), lr.predict_proba(z[:, None]), atol=1e-4)
+    z64 = z.astype(np.float64)
+
+    def nll(a, b):
+        s = a * z64 + b
+        return np.mean(np.logaddexp(0, s) - y * s)
+
+    assert nll(a, b) <= nll(lr.coef_[0, 0], lr.intercept_[0]) + 1e-7
     # [N, 2] logits use z1 - z0.
     two = np.stack([np.zeros_like(z), z], -1)
     _close(INSTANCES["platt"].fit(two, y), params, 1e-5)
@@ -169,7 +180,7 @@ def test_platt_equals_sklearn_unregularised_logistic_regression():
 def test_matrix_scaling_equals_sklearn_multinomial_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
-    z, y = _overconfident(6, 2000, t_star=1.5)
+    z, y = _overconfident(6, N, t_star=1.5)
     lr = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10000).fit(z, y)
     ms = cal.matrix_scaling()
     params = ms.fit(z, y)
@@ -183,7 +194,7 @@ def test_matrix_scaling_equals_sklearn_multinomial_logistic_regression():
 def test_vector_scaling_reaches_float64_optimum():
     from scipy.optimize import minimize
 
-    z, y = _overconfident(7, 2000)
+    z, y = _overconfident(7, N)
     z64 = z.astype(np.float64)
 
     def nll(theta):
@@ -196,7 +207,7 @@ def test_vector_scaling_reaches_float64_optimum():
 
 
 def test_matrix_scaling_off_diagonal_penalty_tends_to_vector_scaling():
-    z, y = _overconfident(8, 2000)
+    z, y = _overconfident(8, N)
     big = cal.matrix_scaling(off_diagonal_l2=1e6).fit(z, y)
     off = np.asarray(big.weight) * (1 - np.eye(K))
     assert np.abs(off).max() < 1e-3
@@ -211,7 +222,7 @@ def test_matrix_scaling_off_diagonal_penalty_tends_to_vector_scaling():
 def test_isotonic_binary_equals_sklearn(ties):
     from sklearn.isotonic import IsotonicRegression
 
-    s, y = _binary(9, 2000, ties=ties)
+    s, y = _binary(9, N, ties=ties)
     q = np.concatenate([s, np.linspace(-0.1, 1.1, 301, dtype=np.float32), [0.0, 1.0]])
     q = np.clip(q, 0, 1).astype(np.float32)
     ref = IsotonicRegression(out_of_bounds="clip").fit(s.astype(np.float64), y)
@@ -225,7 +236,7 @@ def test_isotonic_binary_equals_sklearn(ties):
 def test_isotonic_step_interpolation_and_one_vs_rest_match_sklearn():
     from sklearn.isotonic import IsotonicRegression
 
-    z, y = _overconfident(10, 1500)
+    z, y = _overconfident(10, N)
     p = np.round(_softmax64(z), 3).astype(np.float32)  # ties in every column
     p = p / p.sum(-1, keepdims=True)
     q = _softmax64(_overconfident(11, 300)[0]).astype(np.float32)
@@ -238,7 +249,7 @@ def test_isotonic_step_interpolation_and_one_vs_rest_match_sklearn():
     iso = INSTANCES["iso"]
     np.testing.assert_allclose(np.asarray(iso.apply(iso.fit(p, y), q)), expected, atol=1e-6)
     # Step interpolation: the value at the largest training score <= q.
-    s, yb = _binary(12, 500, ties=True)
+    s, yb = _binary(12, N, ties=True)
     step = cal.isotonic_regression(interpolation="step")
     params = step.fit(s, yb)
     ref = IsotonicRegression().fit(s.astype(np.float64), yb)
@@ -251,7 +262,7 @@ def test_isotonic_step_interpolation_and_one_vs_rest_match_sklearn():
 
 def test_isotonic_worst_case_single_block():
     # Decreasing targets pool into one block (the longest chain of merges).
-    s = np.linspace(0, 1, 300, dtype=np.float32)
+    s = np.linspace(0, 1, N, dtype=np.float32)
     y = (s < 0.5).astype(np.int32)
     out = INSTANCES["iso"].fit(s, y).values[0]
     np.testing.assert_allclose(np.asarray(out), 0.5, atol=1e-6)
@@ -364,7 +375,7 @@ def _bbq_reference(s, y, prior_strength=2.0):
     return predict
 
 
-@pytest.mark.parametrize("n", [300, 1000, 2000])
+@pytest.mark.parametrize("n", [N, 2000])
 def test_bbq_equals_numpy_bdeu_reference(n):
     s, y = _binary(16, n)
     q = np.concatenate([s[:200], np.linspace(0, 1, 101, dtype=np.float32)])
