@@ -589,3 +589,14 @@ def test_invalid_values_under_jit_give_nan_params_and_checked_raises():
     p = _softmax64(z).astype(np.float32)
     params = jax.jit(INSTANCES["hist_width"].fit)(p, np.zeros_like(y))
     assert np.isnan(np.asarray(params.values)).all()
+
+
+def test_calibrate_and_report_under_jit_and_vmap():
+    z, y = _overconfident(25, 2 * N)
+    ts = INSTANCES["ts_nll"]
+    run = lambda vx, vy, tx, ty: cal.calibrate_and_report(ts, vx, vy, tx, ty)
+    stacked = [np.stack([a, a[::-1]]) for a in (z[:N], y[:N], z[N:], y[N:])]
+    before, after, params = jax.jit(jax.vmap(run))(*stacked)
+    for i in range(2):
+        b, a, p = run(*(s[i] for s in stacked))
+        _close((b, a, p), jax.tree.map(lambda x, i=i: x[i], (before, after, params)), 2e-5)
