@@ -101,23 +101,29 @@ class BinSums(NamedTuple):
 
 
 @jax.jit
-def first_max_correct(scores: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Row maximum of ``scores [N, K]`` and whether ``labels`` is its *first* maximiser.
+def first_max_correct(
+    scores: jax.Array, labels: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Row maximum of ``scores [N, K]``, whether ``labels`` is its *first* maximiser, and
+    ``Σ_k exp(scores - max)`` (the softmax normaliser when ``scores`` are logits).
 
     Equivalent to ``(max(scores, -1), argmax(scores, -1) == labels)`` with NumPy's first-maximum
     tie rule, without ``argmax`` (a variadic reduction that is slow on XLA:CPU for wide rows):
     the label is the first maximiser iff it attains the maximum and no earlier column does.
-    Out-of-range labels give ``correct = False``; callers poison them with NaN.
+    Out-of-range labels give ``correct = False``; callers poison them with NaN. The normaliser
+    is dead code (removed by XLA) for callers that drop it.
     """
-    # The barrier materialises the row maxima: otherwise XLA:CPU fuses the max reduction into
-    # each consumer and recomputes it per element (O(K^2) per row, 3-7x slower end to end).
+    # The barriers materialise the row maxima and sums: otherwise XLA:CPU fuses the max
+    # reduction into each consumer and recomputes it per element (O(K^2) per row), or fuses
+    # the two row reductions into one slower multi-output loop.
     top = jax.lax.optimization_barrier(jnp.max(scores, axis=-1))
     k = scores.shape[-1]
     valid = (labels >= 0) & (labels < k)
     at_label = jnp.take_along_axis(scores, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
     column = jax.lax.broadcasted_iota(labels.dtype, scores.shape, scores.ndim - 1)
     earlier_tie = jnp.any((scores == top[..., None]) & (column < labels[..., None]), axis=-1)
-    return top, valid & (at_label == top) & ~earlier_tie
+    norm = jax.lax.optimization_barrier(jnp.sum(jnp.exp(scores - top[..., None]), axis=-1))
+    return top, valid & (at_label == top) & ~earlier_tie, norm
 
 
 def _weights(weights: jax.Array | None, n: int) -> jax.Array:

@@ -83,11 +83,9 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
             correct = labels == 1
             valid = (labels == 0) | (labels == 1)
         else:
-            top, correct = _binning.first_max_correct(x, labels)
+            _, correct, norm = _binning.first_max_correct(x, labels)
             # max softmax = exp(0) / sum(exp(z - max)): the same float as max(softmax(z)).
-            # The barrier keeps XLA from fusing this sum with the tie check into one slower
-            # multi-output reduction.
-            conf = 1.0 / jax.lax.optimization_barrier(jnp.sum(jnp.exp(x - top[:, None]), axis=-1))
+            conf = 1.0 / norm
             valid = (labels >= 0) & (labels < k)
     elif k is None:
         ok = (x >= 0) & (x <= 1)
@@ -100,7 +98,7 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
         valid = (labels == 0) | (labels == 1)
     else:
         v.check_probabilities(jnp.asarray(probs), "probs", where)
-        conf, correct = _binning.first_max_correct(x, labels)
+        conf, correct, _ = _binning.first_max_correct(x, labels)
         valid = (labels >= 0) & (labels < k)
     conf = jnp.where(valid, conf, jnp.nan)
     w = combined_weights(where, weights)
@@ -127,7 +125,7 @@ def top_label_correct(scores, labels, where=None, weights=None):
         correct = (x > 0.5) == (labels == 1)
         valid = (labels == 0) | (labels == 1)
     else:
-        _, correct = _binning.first_max_correct(x, labels)
+        _, correct, _ = _binning.first_max_correct(x, labels)
         valid = (labels >= 0) & (labels < k)
     poison = jnp.where(valid, jnp.zeros((), x.dtype), jnp.nan)
     return poison, correct, combined_weights(where, weights)

@@ -72,10 +72,8 @@ def logits_pass(logits: Array, labels: Array) -> _Pass:
             brier=_scores.per_sample_brier(p, labels),
             hit=(z > 0) == positive,
         )
-    top, hit = _binning.first_max_correct(z, labels)
-    e = jnp.exp(z - top[:, None])
-    s = jnp.sum(e, axis=-1)
-    p = e / s[:, None]
+    top, hit, s = _binning.first_max_correct(z, labels)
+    p = jnp.exp(z - top[:, None]) / s[:, None]
     log_p_y = v.take_label(z, labels) - top - jnp.log(s)
     conf = jnp.where(jnp.isnan(log_p_y), jnp.nan, 1.0 / s)
     p_y = jnp.exp(log_p_y)

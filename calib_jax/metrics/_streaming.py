@@ -411,7 +411,7 @@ def _probs_pass(p: Array, labels: Array) -> _report._Pass:
             brier=_scores.per_sample_brier(x, labels),
             hit=(x > 0.5) == positive,
         )
-    top, hit = _binning.first_max_correct(x, labels)
+    top, hit, _ = _binning.first_max_correct(x, labels)
     p_y = v.take_label(x, labels)
     return _report._Pass(
         conf=jnp.where(jnp.isnan(p_y), jnp.nan, top),
