@@ -7,6 +7,9 @@ bootstrapped results agree. Conventions (see each docstring): equal-width bins
 0 and are never NaN; the prediction is the first maximum of each row; ``[N, K]`` input is
 top-label calibration and ``[N]`` input binary positive-class calibration; accumulation in
 float32 or wider whatever the input dtype; invalid input raises (eagerly) or gives NaN.
+Top-label metrics take ``from_logits=True`` (no ``[N, K]`` probabilities formed); every metric
+takes ``where=`` and non-negative ``weights=`` (integer weights act as replicated samples), which
+:func:`bootstrap` uses for confidence intervals by ``vmap`` over resampling weights.
 """
 
 from calib_jax._binning import BinSums

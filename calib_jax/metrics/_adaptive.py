@@ -133,8 +133,9 @@ def ada_ece(
     ``weights`` are not supported by this variant (``where`` is).
 
     Top-label confidence and first-maximum prediction for ``[N, K]`` input; positive-class for
-    binary ``[N]`` input (as for :func:`ece`). Computed in float32 or wider. Cost: one sort of
-    ``N`` confidences.
+    binary ``[N]`` input (as for :func:`ece`). Sums in float32; the confidences are sorted as
+    float32 (float64 input loses its extra precision in the ordering only). Cost: one int32 sort
+    of ``N`` packed keys.
 
     Args:
       probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
