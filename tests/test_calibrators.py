@@ -562,18 +562,33 @@ def _nan(x):
     return x
 
 
-@pytest.mark.parametrize("name", IDS)
+K_FREE = [n for n in IDS if n.startswith("ts") or n.endswith("_top")]
+
+
+@pytest.mark.parametrize("name", [n for n in IDS if n not in K_FREE])
 def test_applying_params_to_another_class_count_raises(name, fitted):
     c = INSTANCES[name]
     x, _, params = fitted[name]
-    if name.startswith("ts") or name.endswith("_top"):
-        pytest.skip("T and the top-label map do not depend on K: they apply to any class count")
     if x.ndim == 1:
         other = np.tile(x[:, None], (1, 3))
     else:
         other = x[:, :3]
     with pytest.raises(ValueError, match=r"fitted|binary|Platt"):
         c.apply(params, other)
+
+
+@pytest.mark.parametrize("name", K_FREE)
+def test_class_count_free_params_apply_to_another_class_count(name, fitted):
+    # A temperature and a top-label map do not depend on K, so applying them to K' != K is
+    # valid and must give proper probability rows.
+    x, _, params = fitted[name]
+    other = x[:, :3]
+    if KINDS[name] == "probs":
+        other = other / other.sum(-1, keepdims=True)
+    probs = np.asarray(INSTANCES[name].apply(params, other))
+    assert probs.shape == other.shape
+    assert np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
 def test_invalid_values_under_jit_give_nan_params_and_checked_raises():

@@ -53,6 +53,27 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+def paper_cifar_config(dataset: str, model: str) -> Config:
+    """The recipe of Mukhoti et al. 2020 for ``model`` on a CIFAR-sized ``dataset``.
+
+    SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, 350 epochs with lr ×0.1 at epochs
+    150 and 250, random crop + flip, 10% of train held out for validation.
+    """
+    return Config(
+        dataset=dataset,
+        model=model,
+        num_epochs=350,
+        batch_size=128,
+        eval_batch_size=500,
+        learning_rate=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        lr_boundaries=(150, 250),
+        augment=True,
+        checkpoint_every_epochs=10,
+    )
+
+
 def get_config(name_or_path: str = "default") -> Config:
     """Loads ``get_config()`` from a module of this package or from a ``.py`` file path."""
     if name_or_path.endswith(".py"):

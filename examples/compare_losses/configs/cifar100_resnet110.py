@@ -1,20 +1,7 @@
-"""Mukhoti et al. 2020 recipe on CIFAR100: ResNet-110, SGD 0.1, momentum 0.9, wd 5e-4, batch
-128, 350 epochs with lr ×0.1 at epochs 150 and 250, random crop + flip, 10% of train held out."""
+"""Mukhoti et al. 2020 recipe (see ``paper_cifar_config``) for ResNet-110 on CIFAR-100."""
 
-from examples.compare_losses.configs import Config
+from examples.compare_losses.configs import Config, paper_cifar_config
 
 
 def get_config() -> Config:
-    return Config(
-        dataset="cifar100",
-        model="resnet110",
-        num_epochs=350,
-        batch_size=128,
-        eval_batch_size=500,
-        learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        lr_boundaries=(150, 250),
-        augment=True,
-        checkpoint_every_epochs=10,
-    )
+    return paper_cifar_config("cifar100", "resnet110")
