@@ -31,6 +31,34 @@ def test_every_public_name_is_documented():
     assert not missing, f"public names without a docstring: {missing}"
 
 
+def _public_functions():
+    for qualname, obj in _public_callables():
+        if inspect.isfunction(obj):
+            yield qualname, obj
+        elif inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if isinstance(member, classmethod | staticmethod):
+                    member = member.__func__
+                if not attr.startswith("_") and inspect.isfunction(member):
+                    yield f"{qualname}.{attr}", member
+
+
+def test_every_public_function_has_type_hints():
+    functions = list(_public_functions())
+    assert len(functions) > 30
+    missing = []
+    for qualname, fn in functions:
+        sig = inspect.signature(fn)
+        params = [
+            p
+            for p, spec in sig.parameters.items()
+            if p not in ("self", "cls") and spec.annotation is inspect.Parameter.empty
+        ]
+        if params or sig.return_annotation is inspect.Signature.empty:
+            missing.append((qualname, params))
+    assert not missing, f"public functions without full type hints: {missing}"
+
+
 def test_ruff_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "calib_jax", "tests", "benchmarks", "examples"],
