@@ -345,9 +345,7 @@ def _bbq_reference(s, y, prior_strength=2.0):
     models = []
     for b in range(b_lo, b_hi + 1):
         cut = (np.arange(1, b) * n) // b
-        edges = (v[cut - 1] + v[cut]) / 2
         # float32 midpoints, as the library stores them
-        edges = (np.float32(v[cut - 1]) / 2 + np.float32(v[cut]) / 2).astype(np.float64)
         edges = np.asarray(0.5 * (v[cut - 1].astype(np.float32) + v[cut].astype(np.float32)))
         bins = (s[:, None] > edges[None]).sum(-1)
         lo, hi = np.r_[0, edges], np.r_[edges, 1]
@@ -604,6 +602,34 @@ def test_invalid_values_under_jit_give_nan_params_and_checked_raises():
     p = _softmax64(z).astype(np.float32)
     params = jax.jit(INSTANCES["hist_width"].fit)(p, np.zeros_like(y))
     assert np.isnan(np.asarray(params.values)).all()
+
+
+def test_unnormalised_probabilities_under_jit_give_nan_params():
+    # Logits or unnormalised scores passed as probabilities must never give a plausible fit.
+    z, y = _data("logits", 51, n=100)
+    p = _softmax64(z).astype(np.float32)
+    for name in ("hist_width", "iso", "bbq"):
+        with pytest.raises(ValueError, match="probabilities"):
+            INSTANCES[name].fit(0.5 * p, y)
+        params = jax.jit(INSTANCES[name].fit)(0.5 * p, y)
+        assert all(np.isnan(np.asarray(a)).all() for a in jax.tree.leaves(params)), name
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_bfloat16_inputs_fit_in_float32(name, fitted):
+    x, y, params = fitted[name]
+    c = INSTANCES[name]
+    xb = jnp.asarray(x, jnp.bfloat16)
+    # bf16 probability rows sum to one only within bf16 rounding: accepted, fitted in float32.
+    got = c.fit(xb, y, where=KEEP)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(got)), name
+    assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(got)), name
+    if KINDS[name] != "probs":  # no row-sum check: exactly the fit of the float32 copy
+        _close(got, c.fit(xb.astype(jnp.float32), y, where=KEEP), 0)
+    xq, _ = _data(KINDS[name], 21)
+    apply = _jit_apply(name)
+    gap = np.abs(np.asarray(apply(got, xq)) - np.asarray(apply(params, xq)))
+    assert gap.mean() < 1e-2, (name, gap.mean())
 
 
 def test_calibrate_and_report_under_jit_and_vmap():

@@ -80,6 +80,7 @@ def _columns(
     if mode == "top_label" and np.ndim(x) != 2:
         raise ValueError(f"mode='top_label' needs [N, K] input, got shape {np.shape(x)}.")
     name = "logits" if from_logits else "probs"
+    raw = jnp.asarray(x)
     x, labels, weights, k = check_fit_inputs(x, labels, where, name=name, binary_ok=True)
     ok = fit_is_valid(x, labels, weights, k)
     where_b = weights > 0
@@ -92,7 +93,14 @@ def _columns(
             v.check_value(jnp.all(in_unit), "probs must lie in [0, 1]; found a value outside.")
             ok = ok & jnp.all(in_unit)
         else:
-            v.check_probabilities(x, "probs", where)
+            # The row-sum tolerance follows the input dtype (bf16 rows sum to 1 only within
+            # ~K·2^-9), so check the input as given, not its float32 copy.
+            v.check_probabilities(raw, "probs", where)
+            tol = v.probability_tolerance(raw.dtype, k)
+            rows = jnp.all((x >= 0) & (x <= 1), axis=-1) & (jnp.abs(jnp.sum(x, -1) - 1) <= tol)
+            # Unnormalised rows (e.g. logits passed as probabilities) under jit: NaN parameters,
+            # never a plausible fit.
+            ok = ok & jnp.all(rows | ~where_b)
     # -0.0 + 0.0 = +0.0, so the bit patterns of the scores sort like the scores.
     probs = jnp.clip(jnp.where(jnp.isfinite(probs), probs, 0), 0, 1) + 0.0
     if probs.ndim == 1:
