@@ -100,6 +100,11 @@ class BinSums(NamedTuple):
     confidence: jax.Array
 
 
+# Up to this many columns the first maximum is found by a running comparison over the column
+# slices: one fused elementwise loop over rows (XLA:CPU's row reductions are slow for narrow rows).
+_UNROLL_MAX_COLUMNS = 64
+
+
 @jax.jit
 def first_max_correct(
     scores: jax.Array, labels: jax.Array
@@ -108,22 +113,42 @@ def first_max_correct(
     ``Σ_k exp(scores - max)`` (the softmax normaliser when ``scores`` are logits).
 
     Equivalent to ``(max(scores, -1), argmax(scores, -1) == labels)`` with NumPy's first-maximum
-    tie rule, without ``argmax`` (a variadic reduction that is slow on XLA:CPU for wide rows):
-    the label is the first maximiser iff it attains the maximum and no earlier column does.
-    Out-of-range labels give ``correct = False``; callers poison them with NaN. The normaliser
-    is dead code (removed by XLA) for callers that drop it.
+    tie rule, without ``argmax`` (a variadic reduction that is slow on XLA:CPU for wide rows).
+    Out-of-range labels give ``correct = False``; callers poison them with NaN. Outputs a
+    caller drops are dead code (removed by XLA).
     """
-    # The barriers materialise the row maxima and sums: otherwise XLA:CPU fuses the max
-    # reduction into each consumer and recomputes it per element (O(K^2) per row), or fuses
-    # the two row reductions into one slower multi-output loop.
-    top = jax.lax.optimization_barrier(jnp.max(scores, axis=-1))
+    if scores.shape[-1] <= _UNROLL_MAX_COLUMNS:
+        return _first_max_by_columns(scores, labels)
     k = scores.shape[-1]
+    dtype = scores.dtype
     valid = (labels >= 0) & (labels < k)
     at_label = jnp.take_along_axis(scores, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    column = jax.lax.broadcasted_iota(labels.dtype, scores.shape, scores.ndim - 1)
-    earlier_tie = jnp.any((scores == top[..., None]) & (column < labels[..., None]), axis=-1)
-    norm = jax.lax.optimization_barrier(jnp.sum(jnp.exp(scores - top[..., None]), axis=-1))
-    return top, valid & (at_label == top) & ~earlier_tie, norm
+    # The label is the first maximiser iff z_j - z_y <= 0 for every j > y and < 0 for j < y, so
+    # with b_j = tiny * max(0, y - j) (0 for j >= y, at least the smallest normal for j < y),
+    # iff max_j (z_j - z_y + b_j) <= 0. Exact while z_j - z_y is 0 or at least K * tiny in
+    # magnitude (logits differing by less than ~1e-35 count as tied). Only arithmetic and max,
+    # no select or compare on [N, K]: XLA:CPU then runs it as one fused row reduction that
+    # reads the scores once and writes nothing of size N x K.
+    tiny = jnp.finfo(dtype).tiny
+    column = jnp.asarray(np.arange(k) * np.float64(tiny), dtype).reshape(
+        (1,) * (scores.ndim - 1) + (k,)
+    )
+    before = jnp.maximum(labels.astype(dtype)[..., None] * tiny - column, 0)
+    lead = jnp.max((scores - at_label[..., None]) + before, axis=-1)
+    # Written as one chain (max inside) so that the whole sum stays one fused row reduction.
+    norm = jnp.sum(jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True)), axis=-1)
+    return jnp.max(scores, axis=-1), valid & (lead <= 0), norm
+
+
+def _first_max_by_columns(scores: jax.Array, labels: jax.Array):
+    """:func:`first_max_correct` for narrow rows, by a running strict comparison over columns."""
+    top = scores[..., 0]
+    first = jnp.zeros(top.shape, jnp.int32)
+    for j in range(1, scores.shape[-1]):
+        first = jnp.where(scores[..., j] > top, j, first)
+        top = jnp.maximum(top, scores[..., j])
+    norm = sum(jnp.exp(scores[..., j] - top) for j in range(scores.shape[-1]))
+    return top, first == labels, norm
 
 
 def _weights(weights: jax.Array | None, n: int) -> jax.Array:

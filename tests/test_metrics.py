@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import calib_jax as cj
+from calib_jax import _binning
 from calib_jax import metrics as cm
 
 # ------------------------------------------------------------------------------------------------
@@ -216,6 +217,25 @@ def test_ties_use_first_maximum():
     np.testing.assert_allclose(cm.accuracy(p, jnp.array([1, 2, 1])), 0.0)
     r = cm.calibration_report(jnp.log(p + 1e-30), jnp.array([0, 1, 0]), num_bins=5)
     np.testing.assert_allclose(r.accuracy, 1.0)
+
+
+@pytest.mark.parametrize("k", [10, 100])  # the narrow (column loop) and wide (row reduction) paths
+def test_first_max_correct_matches_numpy_argmax_with_many_ties(k):
+    rng = np.random.default_rng(k)
+    n = 300
+    z = rng.integers(-2, 2, size=(n, k)).astype(np.float32)  # most rows have tied maxima
+    z[:100] *= np.float32(1e-30)  # tiny logits: differences far below float32 resolution of 1
+    z[100] = 3e38  # all tied at the largest finite value
+    z[101] = -3e38
+    z[101, -1] = 3e38  # z_j - z_y overflows to -inf / +inf
+    z[102] = 0.0
+    y = rng.integers(-1, k + 1, n).astype(np.int32)  # includes out-of-range labels
+    y[100:103] = [0, k - 1, 1]
+    top, correct, norm = _binning.first_max_correct(jnp.asarray(z), jnp.asarray(y))
+    np.testing.assert_array_equal(correct, z.argmax(1) == y)
+    np.testing.assert_array_equal(top, z.max(1))
+    z64 = z.astype(np.float64)
+    np.testing.assert_allclose(norm, np.exp(z64 - z64.max(1, keepdims=True)).sum(1), rtol=1e-6)
 
 
 def test_binary_input_is_positive_class_calibration():
