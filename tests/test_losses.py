@@ -537,6 +537,19 @@ def test_out_of_range_labels(name):
     )
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_non_finite_logits_raise(name):
+    fn = ALL[name]
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        z = Z[0].at[1, 2].set(bad)
+        with pytest.raises(ValueError, match="logits must be finite"):
+            fn(z, Y[0])
+    with pytest.raises(Exception, match="logits must be finite"):
+        cj.validation.checked(jax.jit(fn))(Z[0].at[1, 2].set(jnp.nan), Y[0])
+    # Under plain jit a NaN logit poisons its row instead of giving a plausible number.
+    assert np.isnan(np.asarray(jax.jit(fn)(Z[0].at[1, 2].set(jnp.nan), Y[0]))).any()
+
+
 def test_bad_inputs_raise_clear_errors():
     z, y = Z[0], Y[0]
     for fn in (ALL[name] for name in LABELLED):

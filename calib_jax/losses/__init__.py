@@ -5,8 +5,8 @@ loss[...]`` with integer labels and any number of leading batch dimensions (the 
 reduces; :func:`scalar_objective` builds the usual mean-over-valid-rows objective). All are
 computed in float32 or wider whatever the input dtype, work under ``jit``/``vmap``/``grad``,
 have finite gradients for every finite logit, and give NaN (or raise, eagerly or under
-:func:`calib_jax.validation.checked`) on out-of-range labels. Definitions follow the
-project's SPEC ("Losses").
+:func:`calib_jax.validation.checked`) on out-of-range labels or NaN/inf logits. Definitions
+follow the project's SPEC ("Losses").
 """
 
 from calib_jax.losses._classification import (

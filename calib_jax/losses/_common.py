@@ -33,6 +33,9 @@ def prepare(
 ) -> tuple[Array, Array, Array | None, int]:
     """Checked, float32-or-wider logits and labels with masked rows sanitised.
 
+    Value checks (labels in range, finite logits in unmasked rows) raise eagerly and are
+    checkify checks under ``jit``, where NaN or +inf logits give NaN (-inf ones their limit).
+
     Masked rows get logits 0 and label 0 so that padding (NaN logits, label -1) can never leak
     NaN into the loss or its gradient; unmasked out-of-range labels are left as they are so that
     :func:`calib_jax._validation.take_label` turns them into NaN.
@@ -42,6 +45,7 @@ def prepare(
     z = _validation.to_compute_dtype(logits)
     mask = row_mask(where, labels.shape)
     _validation.check_labels_in_range(labels, num_classes, mask)
+    _validation.check_finite(z, "logits", mask)
     if mask is not None:
         z = jnp.where(mask[..., None], z, jnp.zeros((), z.dtype))
         labels = jnp.where(mask, labels, jnp.zeros((), labels.dtype))

@@ -256,6 +256,7 @@ def sigmoid_focal_loss(
     z = _validation.to_compute_dtype(logits)
     t = jnp.asarray(targets).astype(z.dtype)
     mask = _common.row_mask(where, z.shape, name="logits")
+    _validation.check_finite(z, "logits", mask)
     in_range = (t >= 0) & (t <= 1)
     _validation.check_value(
         jnp.all(in_range if mask is None else in_range | ~mask),

@@ -61,11 +61,11 @@ def mmce(
 
     Returns:
       A scalar (float32 or wider); 0 for an empty (fully masked) batch, NaN if an unmasked
-      label is out of range.
+      label is out of range or an unmasked logit is not finite.
 
     Raises:
       ValueError: ``kernel_width <= 0``, mismatched shapes, or (on concrete inputs) labels
-        outside ``[0, K)``.
+        outside ``[0, K)`` or non-finite logits.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -107,4 +107,7 @@ def mmce(
         e = jnp.where(valid, correct.astype(r.dtype) - r, zero)
         squared = (e @ (kernel @ e)) / jnp.maximum(count, 1).astype(r.dtype) ** 2
     value = _safe_sqrt(squared)
-    return jnp.where(jnp.all(label_ok | ~valid), value, jnp.nan)
+    # _safe_sqrt maps NaN to 0 and a wrong-only or correct-only batch is 0 by definition, so a
+    # NaN/inf logit or a bad label in a valid row must poison the result explicitly.
+    row_ok = label_ok & jnp.all(jnp.isfinite(z), axis=-1)
+    return jnp.where(jnp.all(row_ok | ~valid), value, jnp.nan)
