@@ -456,17 +456,18 @@ def test_jitted_apply_rows_are_probabilities(name, fitted):
 
 
 @pytest.mark.parametrize("name", IDS)
-def test_vmap_fit_over_models_equals_separate_fits(name):
+def test_vmap_fit_and_apply_over_models_equal_separate_ones(name):
     c = INSTANCES[name]
     data = [_data(KINDS[name], 30 + i) for i in range(MODELS)]
     xs = np.stack([d[0] for d in data])
     ys = np.stack([d[1] for d in data])
     masks = np.random.default_rng(4).random((MODELS, N)) < 0.9
     batched = jax.jit(jax.vmap(c.fit))(xs, ys, where=masks)
+    applied = jax.jit(jax.vmap(c.apply))(batched, xs)
     for i in range(MODELS):
-        _close(
-            jax.tree.map(lambda a, i=i: a[i], batched), c.fit(xs[i], ys[i], where=masks[i]), 2e-5
-        )
+        params = jax.tree.map(lambda a, i=i: a[i], batched)
+        _close(params, c.fit(xs[i], ys[i], where=masks[i]), 2e-5)
+        np.testing.assert_allclose(applied[i], _jit_apply(name)(params, xs[i]), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", IDS)
