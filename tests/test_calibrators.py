@@ -616,6 +616,25 @@ def test_unnormalised_probabilities_under_jit_give_nan_params():
         assert all(np.isnan(np.asarray(a)).all() for a in jax.tree.leaves(params)), name
 
 
+@pytest.mark.parametrize("name", [n for n in IDS if KINDS[n] in ("probs", "binary")])
+def test_apply_on_invalid_probabilities_raises_or_gives_nan(name, fitted):
+    # A NaN or out-of-range score must not be clipped into an end bin and calibrated.
+    _, _, params = fitted[name]
+    xq, _ = _data(KINDS[name], 21)
+    bad = np.array(xq)
+    if bad.ndim == 1:
+        bad[[0, 1, 2]] = [np.nan, 1.5, -0.25]
+    else:
+        bad[0, 0] = np.nan
+        bad[1] *= 1.5  # logits or unnormalised scores passed as probabilities
+        bad[2, 0] = -0.25
+    with pytest.raises(ValueError, match=r"probs must"):
+        INSTANCES[name].apply(params, bad)
+    out = np.asarray(_jit_apply(name)(params, bad))
+    assert np.isnan(out[:3]).all() and np.isfinite(out[3:]).all()
+    np.testing.assert_array_equal(out[3:], np.asarray(_jit_apply(name)(params, xq))[3:])
+
+
 @pytest.mark.parametrize("name", IDS)
 def test_bfloat16_inputs_fit_in_float32(name, fitted):
     x, y, params = fitted[name]

@@ -15,7 +15,9 @@ a stack of models' validation sets, and their parameters saved as plain pytrees.
 Fit-time checks: empty or one-sample sets, mismatched shapes and wrong dtypes raise at trace
 time; NaN inputs, labels out of range and a single class present raise eagerly, are checkify
 checks under ``jit`` (see :mod:`calib_jax.validation`) and give NaN parameters.
-``apply`` raises when the parameters were fitted for a different number of classes.
+``apply`` raises when the parameters were fitted for a different number of classes; the
+binning calibrators' ``apply`` also raises eagerly on NaN or out-of-range probabilities (rows
+not summing to one), which under ``jit`` give NaN rows instead of a clipped, plausible value.
 """
 
 from calib_jax.calibrators._base import Calibrator

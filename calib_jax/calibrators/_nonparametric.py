@@ -114,6 +114,26 @@ def _columns(
     return scores, targets.astype(probs.dtype), weights, ok
 
 
+def _valid_apply_input(raw: Array, x: Array, *, from_logits: bool, binary: bool) -> Array:
+    """Value checks of ``apply``'s input: raise eagerly (checkify under ``jit``) and return the
+    validity per element (binary) or per row, so that invalid inputs can be poisoned with NaN.
+
+    Without them a NaN, an out-of-range score or logits passed as probabilities would be
+    clipped into the first or last bin and come out as a plausible calibrated probability.
+    """
+    if from_logits:
+        ok = jnp.isfinite(x)
+        v.check_value(jnp.all(ok), "logits must be finite; found NaN or inf.")
+        return ok if binary else jnp.all(ok, axis=-1)
+    if binary:
+        ok = (x >= 0) & (x <= 1)
+        v.check_value(jnp.all(ok), "probs must lie in [0, 1]; found a value outside (or NaN).")
+        return ok
+    v.check_probabilities(raw, "probs")
+    tol = v.probability_tolerance(raw.dtype, x.shape[-1])
+    return jnp.all((x >= 0) & (x <= 1), axis=-1) & (jnp.abs(jnp.sum(x, axis=-1) - 1) <= tol)
+
+
 def _make(
     name: str,
     fit_columns: Callable[[Array, Array, Array], Any],
@@ -136,6 +156,7 @@ def _make(
     def apply(params: Any, x: ArrayLike) -> Array:
         xname = "logits" if from_logits else "probs"
         v.check_floating(x, xname)
+        raw = jnp.asarray(x)
         x = v.to_compute_dtype(x)
         num_columns = jax.tree.leaves(params)[0].shape[-2]
         first = lambda: jax.tree.map(lambda a: a[0], params)
@@ -145,7 +166,9 @@ def _make(
                     f"these {name} parameters were fitted on binary [N] scores; got {xname} of "
                     f"shape {x.shape}."
                 )
+            ok = _valid_apply_input(raw, x, from_logits=from_logits, binary=True)
             f = apply_column(first(), jax.nn.sigmoid(x) if from_logits else x)
+            f = jnp.where(ok, f, jnp.nan)
             return jnp.stack([1 - f, f], axis=-1)
         if x.ndim < 2:
             raise ValueError(f"{name} needs [..., K] {xname} here, got shape {x.shape}.")
@@ -154,11 +177,12 @@ def _make(
                 f"these {name} parameters were fitted for K = {num_columns} classes; got "
                 f"{xname} of shape {x.shape} (K' = {x.shape[-1]})."
             )
+        ok = _valid_apply_input(raw, x, from_logits=from_logits, binary=False)[..., None]
         p = jax.nn.softmax(x, axis=-1) if from_logits else x
         flat = p.reshape(-1, p.shape[-1])
         if mode == "one_vs_rest":
             cols = jax.vmap(apply_column, in_axes=(0, 1), out_axes=1)(params, flat)
-            return renormalise(cols).reshape(p.shape)
+            return jnp.where(ok, renormalise(cols).reshape(p.shape), jnp.nan)
         conf = jnp.max(flat, axis=-1)
         new_conf = apply_column(first(), conf)
         k = flat.shape[-1]
@@ -170,7 +194,9 @@ def _make(
         others = jnp.where(
             (rest > 0)[:, None], flat * scale[:, None], ((1 - new_conf) / (k - 1))[:, None]
         )
-        return jnp.where(is_pred, new_conf[:, None], others).reshape(p.shape)
+        return jnp.where(
+            ok, jnp.where(is_pred, new_conf[:, None], others).reshape(p.shape), jnp.nan
+        )
 
     return Calibrator(fit, apply, None, "logits" if from_logits else "probs")
 
