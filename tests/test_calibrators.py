@@ -635,6 +635,18 @@ def test_apply_on_invalid_probabilities_raises_or_gives_nan(name, fitted):
     np.testing.assert_array_equal(out[3:], np.asarray(_jit_apply(name)(params, xq))[3:])
 
 
+@pytest.mark.parametrize("name", [n for n in IDS if "logits" in KINDS[n]])
+def test_apply_on_non_finite_logits_raises_or_gives_nan(name, fitted):
+    _, _, params = fitted[name]
+    xq, _ = _data(KINDS[name], 21)
+    bad = np.array(xq)
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="logits must be finite"):
+        INSTANCES[name].apply(params, bad)
+    out = np.asarray(_jit_apply(name)(params, bad))
+    assert np.isnan(out[0]).all() and np.isfinite(out[1:]).all()
+
+
 @pytest.mark.parametrize("name", IDS)
 def test_bfloat16_inputs_fit_in_float32(name, fitted):
     x, y, params = fitted[name]

@@ -110,16 +110,16 @@ def poison(params: Any, ok: Array) -> Any:
 
 
 def check_apply_input(x: ArrayLike, name: str, num_columns: int, *, binary: bool) -> Array:
-    """Static checks of ``apply``'s input against the fitted parameters' class count."""
+    """Static checks of ``apply``'s input against the fitted parameters' class count, and the
+    value check that it is finite (eager ``ValueError``; a checkify check under ``jit``)."""
     v.check_floating(x, name)
     x = v.to_compute_dtype(x)
-    if binary:
-        return x
-    if x.ndim < 1 or x.shape[-1] != num_columns:
+    if not binary and (x.ndim < 1 or x.shape[-1] != num_columns):
         raise ValueError(
             f"these parameters were fitted for K = {num_columns} classes, but {name} has shape "
             f"{x.shape} (K' = {x.shape[-1] if x.ndim else 'none'})."
         )
+    v.check_finite(x, name)
     return x
 
 

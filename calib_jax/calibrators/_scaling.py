@@ -209,6 +209,7 @@ def temperature_scaling(
     def apply_logits(params: TemperatureParams, logits: ArrayLike) -> Array:
         v.check_floating(logits, "logits")
         logits = v.to_compute_dtype(logits)
+        v.check_finite(logits, "logits")
         return logits / params.temperature.astype(logits.dtype)
 
     def apply(params: TemperatureParams, logits: ArrayLike) -> Array:
@@ -474,6 +475,7 @@ def platt_scaling(*, max_iter: int = 100, tol: float = 1e-6) -> Calibrator:
     def apply_logits(params: PlattParams, logits: ArrayLike) -> Array:
         v.check_floating(logits, "logits")
         z = _binary_logit(v.to_compute_dtype(logits), "logits")
+        v.check_finite(z, "logits")
         s = params.slope * z + params.intercept
         return jnp.stack([jnp.zeros_like(s), s], axis=-1)
 
