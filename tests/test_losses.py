@@ -507,6 +507,8 @@ def test_scalar_objective():
     np.testing.assert_allclose(objective(z, y, where=mask), expected, rtol=1e-5)
     np.testing.assert_allclose(objective(z, y, where=mask), objective(z[mask], y[mask]), rtol=1e-6)
     assert float(objective(z, y, where=jnp.zeros((2, 5), bool))) == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        objective(z[:, :0], y[:, :0])
     t = jax.nn.one_hot(y, 10)
     np.testing.assert_allclose(
         L.scalar_objective(L.sigmoid_focal_loss)(z, t),

@@ -46,7 +46,7 @@ def scalar_objective(
       ``jax.value_and_grad`` in an optax train step.
 
     Raises:
-      ValueError: a negative ``mmce_weight``.
+      ValueError: a negative ``mmce_weight``; the objective raises on an empty batch.
 
     Examples:
       >>> import functools, jax.numpy as jnp
@@ -67,6 +67,11 @@ def scalar_objective(
 
     def objective(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None) -> Array:
         per_example = loss_fn(logits, labels, where=where)
+        if per_example.size == 0:
+            raise ValueError(
+                f"the batch is empty (loss shape {per_example.shape}); the mean over no rows "
+                "is undefined. Pad the batch and mask the padding with where= instead."
+            )
         mask = _common.row_mask(where, per_example.shape, name="the loss")
         if mask is None:
             value = jnp.mean(per_example)
