@@ -100,7 +100,9 @@ def interpolated_ece(conf: Array, correct: Array, mask: Array | None, num_bins: 
     b = jnp.where(keep & (b >= 0) & (b < num_bins), b, num_bins)
     gap = jnp.where(keep, correct.astype(conf.dtype) - conf, 0)
     sums = jnp.zeros((num_bins + 1,), conf.dtype).at[b].add(gap)[:num_bins]
-    return jnp.sum(jnp.abs(sums)) / count.astype(conf.dtype)
+    # A NaN confidence (poisoned row) sorts last and falls outside every bin; propagate it.
+    poison = 0 * jnp.sum(gap)
+    return jnp.sum(jnp.abs(sums)) / count.astype(conf.dtype) + poison
 
 
 def ada_ece(
