@@ -1,5 +1,6 @@
 """Binned metrics vs independent float64 NumPy references, published values and peers."""
 
+import functools
 import itertools
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 import calib_jax as cj
 from calib_jax import _binning
 from calib_jax import metrics as cm
+from calib_jax.metrics import _binned
 
 # ------------------------------------------------------------------------------------------------
 # Independent float64 references (loops over bins; NumPy argmax ties; exact bin rule).
@@ -372,9 +374,10 @@ def test_bf16_gives_float32_answer_to_bf16_tolerance():
         assert out.dtype == jnp.float32
         np.testing.assert_allclose(out, fn(pj, yj), atol=2e-2)
     # The bf16 answer is exactly the float32 computation on the bf16 values (whose rows sum to 1
-    # only within bf16 tolerance, hence the unchecked jit).
+    # only within bf16 tolerance, so float32 input of them is invalid: go to the engine).
     d = cm.reliability_diagram(pb, yj)
-    d32 = jax.jit(cm.reliability_diagram)(pb.astype(jnp.float32), yj)
+    conf32, correct32, _ = _binning.first_max_correct(pb.astype(jnp.float32), yj)
+    d32 = _binned.diagram_from_sums(_binning.bin_sums(conf32, correct32, 15))
     np.testing.assert_array_equal(d.count, d32.count)
     np.testing.assert_allclose(d.confidence, d32.confidence, rtol=1e-6)
 
@@ -414,15 +417,38 @@ def test_bad_input_raises(fn):
             fn(p, y, num_bins=0)
 
 
+def _ada_mukhoti(p, y, **kw):
+    return cm.ada_ece(p, y, variant="mukhoti2020", **kw)
+
+
+# Every scalar metric on probabilities; ada_ece in both variants.
+SCALAR_PROB_FNS = [
+    cm.ece,
+    cm.mce,
+    functools.partial(cm.lp_ece, p=2),
+    cm.ada_ece,
+    _ada_mukhoti,
+    cm.classwise_ece,
+    cm.debiased_l2_ece,
+    cm.brier,
+]
+
+
+def _name(fn):
+    return getattr(fn, "__name__", None) or fn.func.__name__
+
+
 def test_bad_values_under_jit_raise_when_checked_and_never_give_a_number():
     p = jnp.float32([[0.7, 0.3], [0.4, 0.6]])
     bad = jnp.array([0, 5])
-    for fn in (cm.ece, cm.mce, cm.classwise_ece, cm.ada_ece, cm.accuracy, cm.brier):
-        assert np.isnan(jax.jit(fn)(p, bad)), fn.__name__
+    for fn in (*SCALAR_PROB_FNS, cm.accuracy):
+        assert np.isnan(jax.jit(fn)(p, bad)), _name(fn)
         with pytest.raises(Exception, match="labels must lie"):
             cj.validation.checked(jax.jit(fn))(p, bad)
+        assert np.isnan(jax.jit(fn)(p.at[1, 0].set(jnp.nan), jnp.array([0, 1]))), _name(fn)
     assert np.isnan(jax.jit(cm.nll)(jnp.log(p), bad))
-    assert np.isnan(jax.jit(cm.calibration_report)(jnp.log(p), bad).ece)
+    report = jax.jit(cm.calibration_report)(jnp.log(p), bad)
+    assert np.all(np.isnan(np.asarray(report))), report
     assert np.isnan(jax.jit(cm.ece)(p.at[0, 0].set(jnp.nan), jnp.array([0, 1])))
     with pytest.raises(Exception, match="probabilities"):
         cj.validation.checked(jax.jit(cm.ece))(p.at[0, 1].set(0.9), jnp.array([0, 1]))
@@ -430,6 +456,91 @@ def test_bad_values_under_jit_raise_when_checked_and_never_give_a_number():
         cm.ece(p, jnp.array([0, 1]), where=jnp.array([False, False]))
     with pytest.raises(ValueError, match="finite"):
         cm.calibration_report(jnp.float32([[0.0, jnp.nan]]), jnp.array([0]))
+
+
+def _invalid_probs():
+    """The reviewer's cases: [50, 4] softmax rows, then unnormalised / negative / binary shift."""
+    z = jnp.asarray(np.random.default_rng(7).normal(size=(50, 4)).astype(np.float32) * 2)
+    p = jax.nn.softmax(z)
+    y = jnp.asarray(np.random.default_rng(8).integers(0, 4, 50).astype(np.int32))
+    cases = {
+        "half": 0.5 * p,
+        "negative": p.at[0, 0].set(-0.3),
+        "above_one": p.at[0].set(jnp.float32([1.5, -0.5, 0.0, 0.0])),
+        "nan": p.at[3, 1].set(jnp.nan),
+    }
+    return p, y, cases
+
+
+def test_invalid_probabilities_under_jit_give_nan_and_masked_rows_are_exempt():
+    p, y, cases = _invalid_probs()
+    keep_first = jnp.arange(50) > 0
+    for fn in SCALAR_PROB_FNS:
+        jf = jax.jit(fn)
+        assert np.isfinite(jf(p, y)), _name(fn)
+        for case, bad in cases.items():
+            assert np.isnan(jf(bad, y)), (_name(fn), case)
+        # Only row 0 is invalid: masking it gives the value of the valid rows.
+        bad = cases["negative"]
+        np.testing.assert_allclose(
+            jf(bad, y, where=keep_first), fn(p[1:], y[1:]), rtol=1e-6, err_msg=_name(fn)
+        )
+        with pytest.raises(Exception, match="probabilities"):
+            cj.validation.checked(jf)(cases["half"], y)
+    # Binary [N] positive-class probabilities outside [0, 1].
+    pb = p[:, 0]
+    yb = (y == 0).astype(jnp.int32)
+    for fn in SCALAR_PROB_FNS:
+        jf = jax.jit(fn)
+        assert np.isfinite(jf(pb, yb)), _name(fn)
+        assert np.isnan(jf(pb - 0.5, yb)), _name(fn)
+        assert np.isnan(jf(pb.at[2].set(1.25), yb)), _name(fn)
+    # Weighted calls (bootstrap): a zero-weight row is exempt, any other poisons.
+    w = jnp.ones((50,), jnp.int32)
+    assert np.isnan(jax.jit(cm.ece)(cases["negative"], y, weights=w))
+    np.testing.assert_allclose(
+        jax.jit(cm.ece)(cases["negative"], y, weights=w.at[0].set(0)), cm.ece(p[1:], y[1:])
+    )
+
+
+def test_bootstrap_and_reliability_diagram_of_invalid_input_are_nan_everywhere():
+    p, y, cases = _invalid_probs()
+    for bad in (cases["half"], cases["negative"]):
+        reps = cm.bootstrap(cm.ece, bad, y, key=jax.random.key(0), num_resamples=8)
+        assert np.all(np.isnan(reps))
+    reps = cm.bootstrap(cm.ece, p, y, key=jax.random.key(0), num_resamples=8)
+    assert np.all(np.isfinite(reps))
+    diagram = jax.jit(cm.reliability_diagram)
+    for bad_p, bad_y in ((cases["half"], y), (p, y.at[0].set(9)), (cases["nan"], y)):
+        d = diagram(bad_p, bad_y)
+        assert np.all(np.isnan(d.accuracy)) and np.all(np.isnan(d.confidence)), d
+        # The counts stay integer counts of every sample (documented), edges unchanged.
+        assert d.count.dtype == jnp.int32 and int(d.count.sum()) == 50
+        np.testing.assert_array_equal(d.upper, diagram(p, y).upper)
+    d = diagram(p, y.at[0].set(9), where=jnp.arange(50) > 0)
+    assert np.all(np.isfinite(d.accuracy)) and np.all(np.isfinite(d.confidence))
+
+
+def test_accuracy_and_report_are_nan_on_any_invalid_unmasked_input():
+    p, y, _ = _invalid_probs()
+    z = jnp.log(p)
+    acc = jax.jit(cm.accuracy)
+    assert np.isnan(acc(p.at[3].set(jnp.nan), y))
+    assert np.isnan(acc(p.at[3, 2].set(jnp.inf), y))
+    assert np.isnan(acc(p, y.at[0].set(9)))
+    assert np.isnan(acc(p[:, 0], (y == 0).astype(jnp.int32).at[4].set(3)))
+    assert np.isnan(acc(p[:, 0].at[4].set(jnp.nan), (y == 0).astype(jnp.int32)))
+    keep = jnp.arange(50) != 3
+    np.testing.assert_allclose(
+        acc(p.at[3].set(jnp.nan), y, where=keep), cm.accuracy(p[keep], y[keep])
+    )
+    assert np.isfinite(acc(p, y.at[3].set(9), weights=jnp.ones((50,)).at[3].set(0)))
+    report = jax.jit(cm.calibration_report)
+    for bad_z, bad_y in ((z, y.at[0].set(9)), (z.at[5, 1].set(jnp.nan), y), (z[:, 0], y)):
+        r = report(bad_z, bad_y)
+        assert np.all(np.isnan(np.asarray(r))), r
+    r = report(z, y.at[0].set(9), where=jnp.arange(50) > 0)
+    assert np.all(np.isfinite(np.asarray(r))), r
 
 
 # ------------------------------------------------------------------------------------------------

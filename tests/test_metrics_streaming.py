@@ -129,3 +129,38 @@ def test_fine_buckets_are_monotone_and_cover_the_unit_interval():
     for bucket in np.unique(b):
         vals = c[b == bucket]
         assert vals.max() - vals.min() <= width[bucket]
+
+
+def test_streaming_compute_is_nan_in_every_field_after_an_invalid_sample():
+    z, y = _data(50, 4, seed=3)
+    p = jax.nn.softmax(z)
+
+    def run(x, labels, from_logits):
+        state = cm.CalibrationState.empty(4).update(x[:25], labels[:25], from_logits=from_logits)
+        state = state.update(x[25:], labels[25:], from_logits=from_logits)
+        return state.compute(), state.reliability_diagram()
+
+    run = jax.jit(run, static_argnums=2)
+    ok, _ = run(p, y, False)
+    assert np.all(np.isfinite(np.asarray(ok)))
+    bad_inputs = [
+        (p, y.at[30].set(9), False),
+        (z, y.at[30].set(-2), True),
+        (z.at[30, 0].set(jnp.nan), y, True),
+        (0.5 * p, y, False),
+        (p.at[30, 0].set(-0.3), y, False),
+        (p.at[30, 1].set(jnp.nan), y, False),
+    ]
+    for x, labels, from_logits in bad_inputs:
+        report, diagram = run(x, labels, from_logits)
+        assert np.all(np.isnan(np.asarray(report))), report
+        assert np.all(np.isnan(diagram.accuracy)) and np.all(np.isnan(diagram.confidence))
+    # Binary [N] probabilities outside [0, 1].
+    pb, yb = p[:, 0], (y == 0).astype(jnp.int32)
+    binary = jax.jit(lambda x, t: cm.CalibrationState.from_batch(x, t).compute())
+    assert np.all(np.isfinite(np.asarray(binary(pb, yb))))
+    assert np.all(np.isnan(np.asarray(binary(pb - 0.5, yb))))
+    # A masked invalid row is exempt.
+    masked = cm.CalibrationState.from_batch(p.at[0].set(-1.0), y, where=jnp.arange(50) > 0)
+    expected = cm.CalibrationState.from_batch(p[1:], y[1:]).compute()
+    np.testing.assert_allclose(np.asarray(masked.compute()), np.asarray(expected), rtol=1e-6)

@@ -6,7 +6,12 @@ bootstrapped results agree. Conventions (see each docstring): equal-width bins
 ``((m-1)/M, m/M]`` decided exactly on the input value (``0`` in the first bin); empty bins weigh
 0 and are never NaN; the prediction is the first maximum of each row; ``[N, K]`` input is
 top-label calibration and ``[N]`` input binary positive-class calibration; accumulation in
-float32 or wider whatever the input dtype; invalid input raises (eagerly) or gives NaN.
+float32 or wider whatever the input dtype. Invalid values (an unmasked label out of range, a
+probability row with an entry outside ``[0, 1]`` or a sum off one, NaN/inf) raise ``ValueError``
+on eager input, are checkify checks under ``jit`` (raised by
+:func:`calib_jax.validation.checked`), and in any case give NaN in every returned float (every
+field of a report; accuracy and confidence of every bin of a reliability diagram), never a
+plausible number; masked (``where=False``) and zero-weight samples are exempt.
 Top-label metrics take ``from_logits=True`` (no ``[N, K]`` probabilities formed); every metric
 takes ``where=`` and non-negative ``weights=`` (integer weights act as replicated samples), which
 :func:`bootstrap` uses for confidence intervals by ``vmap`` over resampling weights.

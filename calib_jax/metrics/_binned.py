@@ -27,7 +27,10 @@ _CONVENTIONS = """
     the first maximum of each row (NumPy ``argmax`` ties). ``[N]`` input is binary
     positive-class calibration (confidence ``p``, "correct" means ``label == 1``, as in
     scikit-learn's ``calibration_curve``); pass ``[1 - p, p]`` for top-label calibration.
-    Computed in float32 (float64 for float64 input) whatever the input dtype.
+    Computed in float32 (float64 for float64 input) whatever the input dtype. Invalid input
+    (an unmasked label out of range, a probability row with an entry outside ``[0, 1]`` or a
+    sum off one, NaN/inf) raises eagerly, is a checkify check under ``jit``, and in any case
+    gives NaN, never a plausible number.
 """
 
 
@@ -336,16 +339,12 @@ def classwise_ece(
     num_bins = v.check_num_bins(num_bins)
     _, k = _inputs.check_common(probs, labels, where, weights)
     x = v.to_compute_dtype(probs)
+    # An invalid row gets an out-of-range label, which classwise_gap_sums turns into NaN.
+    labels = _inputs.poison_labels(labels, _inputs.probability_rows(probs, where))
     if k is None:
-        ok = (x >= 0) & (x <= 1)
-        if where is not None:
-            ok = ok | ~jnp.asarray(where, bool)
-        v.check_value(jnp.all(ok), "binary probs must lie in [0, 1].")
         x = _inputs.two_columns(x)
-    else:
-        v.check_probabilities(jnp.asarray(probs), "probs", where)
     w = _inputs.combined_weights(where, weights)
-    gaps = _binning.classwise_gap_sums(x, jnp.asarray(labels), num_bins, w)
+    gaps = _binning.classwise_gap_sums(x, labels, num_bins, w)
     total = jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w).astype(x.dtype)
     return classwise_from_sums(gaps, total)
 
@@ -353,10 +352,15 @@ def classwise_ece(
 class ReliabilityDiagram(NamedTuple):
     """Per-bin reliability data, each field ``[M]``.
 
+    Invalid input under ``jit`` (see :func:`reliability_diagram`) makes ``accuracy`` and
+    ``confidence`` NaN in every bin; ``count`` stays the (integer) count of the samples,
+    invalid ones included.
+
     Attributes:
       count: samples per bin (int32; float32 with float weights).
-      accuracy: mean correctness in the bin (0 for an empty bin).
-      confidence: mean confidence in the bin (0 for an empty bin).
+      accuracy: mean correctness in the bin (0 for an empty bin; NaN everywhere on invalid input).
+      confidence: mean confidence in the bin (0 for an empty bin; NaN everywhere on invalid
+        input).
       lower: lower bin edge ``(m-1)/M`` (the bin excludes it, except 0 for the first bin).
       upper: upper bin edge ``m/M`` (included in the bin).
     """
@@ -373,10 +377,13 @@ def diagram_from_sums(sums: _binning.BinSums) -> ReliabilityDiagram:
     count = _as_float(sums.count, sums.confidence)
     safe = jnp.where(count > 0, count, 1)
     edges = jnp.asarray(_binning.bin_edges(m), sums.confidence.dtype)
+    # An invalid sample's NaN confidence sits in one bin's sum; spread it to every bin of
+    # accuracy and confidence so that no part of the diagram looks plausible.
+    poison = 0 * jnp.sum(sums.confidence, axis=-1, keepdims=True)
     return ReliabilityDiagram(
         count=sums.count,
-        accuracy=_as_float(sums.correct, sums.confidence) / safe,
-        confidence=sums.confidence / safe,
+        accuracy=_as_float(sums.correct, sums.confidence) / safe + poison,
+        confidence=sums.confidence / safe + poison,
         lower=jnp.broadcast_to(edges[:-1], sums.count.shape),
         upper=jnp.broadcast_to(edges[1:], sums.count.shape),
     )
@@ -398,6 +405,10 @@ def reliability_diagram(
     has ``count = 0`` and accuracy and confidence 0 (filter with ``count > 0`` for plotting).
     For binary ``[N]`` input, ``accuracy`` is the fraction of positives (``prob_true`` of
     scikit-learn's ``calibration_curve``) and ``confidence`` the mean predicted probability.
+    Invalid input (an unmasked bad label or probability row) raises eagerly, is a checkify
+    check under ``jit``, and in any case makes ``accuracy`` and ``confidence`` NaN in every bin
+    (``count``, an integer array, keeps the counts, invalid samples included: it cannot hold
+    NaN).
 
     {conventions}
     Args:

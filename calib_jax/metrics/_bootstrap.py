@@ -55,6 +55,9 @@ def bootstrap(
       method: ``"poisson"`` (default) or ``"multinomial"``.
       **metric_kwargs: static keyword arguments of ``metric`` (``num_bins=...``).
 
+    Invalid data (under ``jit``, where nothing raises) makes every replicate NaN, also those
+    whose resampling weights happen to drop the invalid samples.
+
     Returns:
       ``[B]`` float32 metric values (a leading axis over replicates of the metric's output).
 
@@ -85,4 +88,12 @@ def bootstrap(
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _replicates(metric, kwargs, probs, labels, weights):
     one = lambda w: metric(probs, labels, weights=w, **dict(kwargs))
-    return jax.vmap(one)(weights)
+    reps = jax.vmap(one)(weights)
+    # A replicate that gives an invalid sample weight 0 ignores it and is a number; make every
+    # replicate NaN as soon as one is, so invalid data never yields a plausible interval.
+    floats = [x for x in jax.tree.leaves(reps) if jnp.issubdtype(x.dtype, jnp.floating)]
+    poison = sum((0 * jnp.sum(x) for x in floats), jnp.zeros((), jnp.float32))
+    return jax.tree.map(
+        lambda x: x + poison.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+        reps,
+    )

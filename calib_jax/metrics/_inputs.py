@@ -10,6 +10,11 @@ Input conventions shared by all metrics:
   of a binary model pass the two columns ``[1 - p, p]``.
 * ``where`` (bool ``[N]``) keeps a sample when True; ``weights`` (``[N]``, non-negative) weighs
   it. Integer/bool weights keep counts exact (int32); float weights give float32 counts.
+* Invalid values (a label outside ``[0, K)``, a probability row with an entry outside ``[0, 1]``
+  or a sum off one by more than :func:`calib_jax._validation.probability_tolerance`, NaN or
+  inf) raise eagerly, are checkify checks under ``jit``, and in any case make the row's
+  confidence (and label term) NaN, so every metric is NaN rather than a plausible number. A
+  sample that does not enter the metric (``where=False`` or weight 0) is exempt.
 """
 
 from __future__ import annotations
@@ -56,6 +61,39 @@ def check_common(probs, labels, where, weights, name: str = "probs") -> tuple[in
     return n, k
 
 
+def probability_rows(probs, where, name: str = "probs") -> Array:
+    """Value check of ``[N, K]`` probabilities (or ``[N]`` binary ones); returns the per-row
+    validity ``[N]`` bool so that callers can poison invalid rows under ``jit``.
+
+    The same rule as :func:`calib_jax._validation.check_probabilities` (entries in ``[0, 1]``,
+    ``|Σ_k p_k - 1| <= probability_tolerance(dtype, K)``, in float32 or wider; NaN fails), for a
+    binary ``[N]`` input entries in ``[0, 1]``. Computed once and shared by the check and the
+    poisoning (``check_probabilities`` does not return the rows).
+    """
+    probs = jnp.asarray(probs)
+    x = v.to_compute_dtype(probs)
+    if x.ndim == 1:
+        row_ok = (x >= 0) & (x <= 1)
+        message = f"binary {name} must lie in [0, 1] (probability of the positive class)."
+    else:
+        tol = v.probability_tolerance(probs.dtype, x.shape[-1])
+        in_range = jnp.all((x >= 0) & (x <= 1), axis=-1)
+        row_ok = in_range & (jnp.abs(jnp.sum(x, axis=-1) - 1) <= tol)
+        message = (
+            f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
+            f"{tol:g}; found a row that does not (NaN, negative, or unnormalised)."
+        )
+    unmasked_ok = row_ok if where is None else row_ok | ~jnp.asarray(where, bool)
+    v.check_value(jnp.all(unmasked_ok), message)
+    return row_ok
+
+
+def poison_labels(labels, row_ok: Array) -> Array:
+    """``labels`` with ``-1`` (out of range: NaN downstream) where ``row_ok`` is False."""
+    labels = jnp.asarray(labels)
+    return jnp.where(row_ok, labels, jnp.asarray(-1, labels.dtype))
+
+
 def combined_weights(where, weights) -> Array | None:
     """``where`` and ``weights`` as one weight vector (None when both are None)."""
     if where is None:
@@ -70,8 +108,9 @@ def combined_weights(where, weights) -> Array | None:
 def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = False):
     """Validate and reduce to ``(confidence [N], correct [N] bool, weights or None)``.
 
-    Invalid labels give a NaN confidence so that every metric becomes NaN, never a plausible
-    number, also under ``jit`` where value checks are not raised.
+    Invalid labels and invalid probability rows give a NaN confidence so that every metric
+    becomes NaN, never a plausible number, also under ``jit`` where value checks are not raised.
+    Logits need no row check: NaN or inf logits already give a NaN confidence.
     """
     _, k = check_common(probs, labels, where, weights, "logits" if from_logits else "probs")
     x = v.to_compute_dtype(probs)
@@ -88,18 +127,11 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
             conf = 1.0 / norm
             valid = (labels >= 0) & (labels < k)
     elif k is None:
-        ok = (x >= 0) & (x <= 1)
-        if where is not None:
-            ok = ok | ~jnp.asarray(where, bool)
-        v.check_value(
-            jnp.all(ok), "binary probs must lie in [0, 1] (probability of the positive class)."
-        )
         conf, correct = x, labels == 1
-        valid = (labels == 0) | (labels == 1)
+        valid = ((labels == 0) | (labels == 1)) & probability_rows(probs, where)
     else:
-        v.check_probabilities(jnp.asarray(probs), "probs", where)
         conf, correct, _ = _binning.first_max_correct(x, labels)
-        valid = (labels >= 0) & (labels < k)
+        valid = (labels >= 0) & (labels < k) & probability_rows(probs, where)
     conf = jnp.where(valid, conf, jnp.nan)
     w = combined_weights(where, weights)
     if w is not None:
@@ -116,16 +148,20 @@ def two_columns(probs: Array) -> Array:
 def top_label_correct(scores, labels, where=None, weights=None):
     """``(poison [N], correct [N] bool, weights)`` for accuracy: any finite ``[N, K]`` scores
     (probabilities or logits, same first maximum), or ``[N]`` binary probabilities (class 1
-    predicted iff ``p > 0.5``). ``poison`` is 0, or NaN where a label is out of range."""
+    predicted iff ``p > 0.5``). ``poison`` is 0, or NaN where a label is out of range or a row
+    is not finite; samples with weight 0 (``where=False``) are exempt."""
     _, k = check_common(scores, labels, where, weights, "probs")
     x = v.to_compute_dtype(scores)
     labels = jnp.asarray(labels)
     v.check_finite(x, "probs", where)
     if k is None:
         correct = (x > 0.5) == (labels == 1)
-        valid = (labels == 0) | (labels == 1)
+        valid = ((labels == 0) | (labels == 1)) & jnp.isfinite(x)
     else:
         _, correct, _ = _binning.first_max_correct(x, labels)
-        valid = (labels >= 0) & (labels < k)
+        valid = (labels >= 0) & (labels < k) & jnp.all(jnp.isfinite(x), axis=-1)
+    w = combined_weights(where, weights)
+    if w is not None:
+        valid = valid | (w == 0)
     poison = jnp.where(valid, jnp.zeros((), x.dtype), jnp.nan)
-    return poison, correct, combined_weights(where, weights)
+    return poison, correct, w

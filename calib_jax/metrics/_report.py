@@ -98,7 +98,7 @@ def _report(logits: Array, labels: Array, where: Array | None, num_bins: int):
     gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
     total = _binned.total_weight(sums)
     acc = _scores.weighted_mean(q.hit.astype(q.conf.dtype), where)
-    return CalibrationReport(
+    report = CalibrationReport(
         ece=_binned.ece_from_sums(sums),
         mce=_binned.mce_from_sums(sums),
         ada_ece=_adaptive.equal_mass_ece(q.conf, q.correct, where, num_bins),
@@ -108,6 +108,18 @@ def _report(logits: Array, labels: Array, where: Array | None, num_bins: int):
         accuracy=acc,
         error=1 - acc,
     )
+    return poison_report(report, sums)
+
+
+def poison_report(report: CalibrationReport, sums: _binning.BinSums) -> CalibrationReport:
+    """Every field NaN when any unmasked sample was invalid.
+
+    An invalid sample (bad label, NaN/inf input, invalid probability row) has a NaN confidence,
+    which the per-bin confidence sums carry; accuracy reads only the argmax and would otherwise
+    stay a plausible number.
+    """
+    poison = 0 * jnp.sum(sums.confidence)
+    return CalibrationReport(*(field + poison for field in report))
 
 
 def calibration_report(
@@ -135,6 +147,9 @@ def calibration_report(
       labels: ``[N]`` integer labels in ``[0, K)``.
       num_bins: number of bins for the binned metrics (static int ``>= 1``).
       where: optional bool ``[N]`` mask; masked samples are ignored.
+
+    Invalid input (an unmasked label outside ``[0, K)``, NaN or inf logits) raises eagerly, is
+    a checkify check under ``jit``, and in any case makes *every* field NaN.
 
     Returns:
       :class:`CalibrationReport` of float32 scalars.

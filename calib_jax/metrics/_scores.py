@@ -110,19 +110,12 @@ def brier(
       Brier, "Verification of forecasts expressed in terms of probability", Monthly Weather
       Review, 1950.
     """
-    _, k = _inputs.check_common(probs, labels, where, weights)
+    _inputs.check_common(probs, labels, where, weights)
     p = v.to_compute_dtype(probs)
-    if k is None:
-        in_range = (p >= 0) & (p <= 1) | _unmasked(where, p)
-        v.check_value(jnp.all(in_range), "binary probs must lie in [0, 1].")
-    else:
-        v.check_probabilities(jnp.asarray(probs), "probs", where)
+    # An invalid row gets an out-of-range label: its Brier term is NaN.
+    labels = _inputs.poison_labels(labels, _inputs.probability_rows(probs, where))
     w = _inputs.combined_weights(where, weights)
-    return weighted_mean(per_sample_brier(p, jnp.asarray(labels)), w)
-
-
-def _unmasked(where, p):
-    return jnp.zeros(p.shape, bool) if where is None else ~jnp.asarray(where, bool)
+    return weighted_mean(per_sample_brier(p, labels), w)
 
 
 def accuracy(
@@ -147,7 +140,8 @@ def accuracy(
       weights: optional non-negative ``[N]`` sample weights.
 
     Returns:
-      Scalar float32 in ``[0, 1]`` (NaN if a label is out of range under ``jit``).
+      Scalar float32 in ``[0, 1]``; NaN (under ``jit``, where nothing raises) if an unmasked
+      label is out of range or an unmasked row is not finite.
 
     Examples:
       >>> import jax.numpy as jnp, calib_jax as cj

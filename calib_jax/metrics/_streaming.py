@@ -222,17 +222,16 @@ class CalibrationState(NamedTuple):
           [0 0 0 1 1] [0 0 0 0 1]
         """
         num_bins = v.check_num_bins(num_bins)
-        _, k = _inputs.check_common(predictions, labels, where, None)
+        _inputs.check_common(predictions, labels, where, None)
         x = jnp.asarray(predictions)
+        labels = jnp.asarray(labels)
         if from_logits:
             v.check_finite(x, "logits", where)
-        elif k is None:
-            ok = (x >= 0) & (x <= 1) | (False if where is None else ~jnp.asarray(where, bool))
-            v.check_value(jnp.all(ok), "binary probs must lie in [0, 1].")
         else:
-            v.check_probabilities(x, "probs", where)
+            # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier.
+            labels = _inputs.poison_labels(labels, _inputs.probability_rows(x, where))
         w = None if where is None else jnp.asarray(where, bool)
-        return _batch_state(x, jnp.asarray(labels), w, num_bins, from_logits)
+        return _batch_state(x, labels, w, num_bins, from_logits)
 
     def merge(self, other: CalibrationState) -> CalibrationState:
         """Add two states (associative and commutative; :meth:`empty` is the identity).
@@ -263,7 +262,8 @@ class CalibrationState(NamedTuple):
         ``ece``, ``mce``, ``classwise_ece``, ``nll``, ``brier``, ``accuracy`` and ``error`` equal
         the one-shot functions on the concatenated batches (to float32 rounding). ``ada_ece`` is
         the approximation from the fine histogram; its distance to the exact value is at most
-        :meth:`ada_ece_error_bound`. An empty state gives NaN.
+        :meth:`ada_ece_error_bound`. An empty state gives NaN, and so does every field once an
+        invalid unmasked sample (bad label, NaN input, invalid probability row) was added.
 
         Returns:
           :class:`CalibrationReport` of float32 scalars.
@@ -473,7 +473,7 @@ def _compute(s: CalibrationState) -> _report.CalibrationReport:
     sums = s._sums()
     total = _binned.total_weight(sums)
     acc = s.hits.astype(jnp.float32) / total
-    return _report.CalibrationReport(
+    report = _report.CalibrationReport(
         ece=_binned.ece_from_sums(sums),
         mce=_binned.mce_from_sums(sums),
         ada_ece=_ada_from_fine(s),
@@ -483,3 +483,4 @@ def _compute(s: CalibrationState) -> _report.CalibrationReport:
         accuracy=acc,
         error=1 - acc,
     )
+    return _report.poison_report(report, sums)
