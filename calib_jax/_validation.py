@@ -107,21 +107,36 @@ def probability_tolerance(dtype: Any, num_classes: int) -> float:
     return max(1e-3, 0.5 * num_classes * eps)
 
 
-def check_probabilities(probs: ArrayLike, name: str = "probs", where: ArrayLike | None = None):
-    """Value check: entries in ``[0, 1]`` and rows summing to one within
-    :func:`probability_tolerance`."""
+def check_probabilities(
+    probs: ArrayLike, name: str = "probs", where: ArrayLike | None = None
+) -> Array:
+    """Value check of probabilities; returns the per-row validity so callers can poison rows.
+
+    ``[..., K]`` rows are valid when every entry is in ``[0, 1]`` and ``|Σ_k p_k - 1|`` is
+    within :func:`probability_tolerance` of the *input* dtype (bf16 rows sum to one only to
+    about ``K·2^-9``); a binary ``[N]`` input (positive-class probabilities) is valid when each
+    entry is in ``[0, 1]``. NaN is invalid. Rows with ``where=False`` are exempt from the
+    check but still reported in the returned mask.
+
+    Returns:
+      ``[...]`` bool: True where the row (binary: the entry) is valid.
+    """
     probs = jnp.asarray(probs)
-    k = probs.shape[-1]
-    p32 = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
-    tol = probability_tolerance(probs.dtype, k)
-    row_ok = jnp.all((p32 >= 0) & (p32 <= 1), axis=-1) & (jnp.abs(jnp.sum(p32, -1) - 1) <= tol)
-    if where is not None:
-        row_ok = row_ok | ~jnp.asarray(where, bool)
-    check_value(
-        jnp.all(row_ok),
-        f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
-        f"{tol:g}; found a row that does not (NaN, negative, or unnormalised).",
-    )
+    x = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
+    if x.ndim == 1:
+        row_ok = (x >= 0) & (x <= 1)
+        message = f"binary {name} must lie in [0, 1] (probability of the positive class)."
+    else:
+        tol = probability_tolerance(probs.dtype, x.shape[-1])
+        in_range = jnp.all((x >= 0) & (x <= 1), axis=-1)
+        row_ok = in_range & (jnp.abs(jnp.sum(x, axis=-1) - 1) <= tol)
+        message = (
+            f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
+            f"{tol:g}; found a row that does not (NaN, negative, or unnormalised)."
+        )
+    unmasked_ok = row_ok if where is None else row_ok | ~jnp.asarray(where, bool)
+    check_value(jnp.all(unmasked_ok), message)
+    return row_ok
 
 
 def check_nonnegative(value: float, name: str) -> None:

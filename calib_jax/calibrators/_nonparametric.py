@@ -88,19 +88,11 @@ def _columns(
         probs = jax.nn.sigmoid(x) if x.ndim == 1 else jax.nn.softmax(x, axis=-1)
     else:
         probs = x
-        if x.ndim == 1:
-            in_unit = (x >= 0) & (x <= 1) | ~where_b
-            v.check_value(jnp.all(in_unit), "probs must lie in [0, 1]; found a value outside.")
-            ok = ok & jnp.all(in_unit)
-        else:
-            # The row-sum tolerance follows the input dtype (bf16 rows sum to 1 only within
-            # ~K·2^-9), so check the input as given, not its float32 copy.
-            v.check_probabilities(raw, "probs", where)
-            tol = v.probability_tolerance(raw.dtype, k)
-            rows = jnp.all((x >= 0) & (x <= 1), axis=-1) & (jnp.abs(jnp.sum(x, -1) - 1) <= tol)
-            # Unnormalised rows (e.g. logits passed as probabilities) under jit: NaN parameters,
-            # never a plausible fit.
-            ok = ok & jnp.all(rows | ~where_b)
+        # Out-of-range or unnormalised rows (e.g. logits passed as probabilities) under jit:
+        # NaN parameters, never a plausible fit. The row-sum tolerance follows the input dtype
+        # (bf16 rows sum to 1 only within ~K·2^-9), so the input is checked as given.
+        rows = v.check_probabilities(raw, "probs", where)
+        ok = ok & jnp.all(rows | ~where_b)
     # -0.0 + 0.0 = +0.0, so the bit patterns of the scores sort like the scores.
     probs = jnp.clip(jnp.where(jnp.isfinite(probs), probs, 0), 0, 1) + 0.0
     if probs.ndim == 1:
@@ -125,13 +117,7 @@ def _valid_apply_input(raw: Array, x: Array, *, from_logits: bool, binary: bool)
         ok = jnp.isfinite(x)
         v.check_value(jnp.all(ok), "logits must be finite; found NaN or inf.")
         return ok if binary else jnp.all(ok, axis=-1)
-    if binary:
-        ok = (x >= 0) & (x <= 1)
-        v.check_value(jnp.all(ok), "probs must lie in [0, 1]; found a value outside (or NaN).")
-        return ok
-    v.check_probabilities(raw, "probs")
-    tol = v.probability_tolerance(raw.dtype, x.shape[-1])
-    return jnp.all((x >= 0) & (x <= 1), axis=-1) & (jnp.abs(jnp.sum(x, axis=-1) - 1) <= tol)
+    return v.check_probabilities(raw, "probs")
 
 
 def _make(

@@ -340,7 +340,7 @@ def classwise_ece(
     _, k = _inputs.check_common(probs, labels, where, weights)
     x = v.to_compute_dtype(probs)
     # An invalid row gets an out-of-range label, which classwise_gap_sums turns into NaN.
-    labels = _inputs.poison_labels(labels, _inputs.probability_rows(probs, where))
+    labels = _inputs.poison_labels(labels, v.check_probabilities(probs, "probs", where))
     if k is None:
         x = _inputs.two_columns(x)
     w = _inputs.combined_weights(where, weights)

@@ -61,33 +61,6 @@ def check_common(probs, labels, where, weights, name: str = "probs") -> tuple[in
     return n, k
 
 
-def probability_rows(probs, where, name: str = "probs") -> Array:
-    """Value check of ``[N, K]`` probabilities (or ``[N]`` binary ones); returns the per-row
-    validity ``[N]`` bool so that callers can poison invalid rows under ``jit``.
-
-    The same rule as :func:`calib_jax._validation.check_probabilities` (entries in ``[0, 1]``,
-    ``|Σ_k p_k - 1| <= probability_tolerance(dtype, K)``, in float32 or wider; NaN fails), for a
-    binary ``[N]`` input entries in ``[0, 1]``. Computed once and shared by the check and the
-    poisoning (``check_probabilities`` does not return the rows).
-    """
-    probs = jnp.asarray(probs)
-    x = v.to_compute_dtype(probs)
-    if x.ndim == 1:
-        row_ok = (x >= 0) & (x <= 1)
-        message = f"binary {name} must lie in [0, 1] (probability of the positive class)."
-    else:
-        tol = v.probability_tolerance(probs.dtype, x.shape[-1])
-        in_range = jnp.all((x >= 0) & (x <= 1), axis=-1)
-        row_ok = in_range & (jnp.abs(jnp.sum(x, axis=-1) - 1) <= tol)
-        message = (
-            f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
-            f"{tol:g}; found a row that does not (NaN, negative, or unnormalised)."
-        )
-    unmasked_ok = row_ok if where is None else row_ok | ~jnp.asarray(where, bool)
-    v.check_value(jnp.all(unmasked_ok), message)
-    return row_ok
-
-
 def poison_labels(labels, row_ok: Array) -> Array:
     """``labels`` with ``-1`` (out of range: NaN downstream) where ``row_ok`` is False."""
     labels = jnp.asarray(labels)
@@ -128,10 +101,10 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
             valid = (labels >= 0) & (labels < k)
     elif k is None:
         conf, correct = x, labels == 1
-        valid = ((labels == 0) | (labels == 1)) & probability_rows(probs, where)
+        valid = ((labels == 0) | (labels == 1)) & v.check_probabilities(probs, "probs", where)
     else:
         conf, correct, _ = _binning.first_max_correct(x, labels)
-        valid = (labels >= 0) & (labels < k) & probability_rows(probs, where)
+        valid = (labels >= 0) & (labels < k) & v.check_probabilities(probs, "probs", where)
     conf = jnp.where(valid, conf, jnp.nan)
     w = combined_weights(where, weights)
     if w is not None:

@@ -113,7 +113,7 @@ def brier(
     _inputs.check_common(probs, labels, where, weights)
     p = v.to_compute_dtype(probs)
     # An invalid row gets an out-of-range label: its Brier term is NaN.
-    labels = _inputs.poison_labels(labels, _inputs.probability_rows(probs, where))
+    labels = _inputs.poison_labels(labels, v.check_probabilities(probs, "probs", where))
     w = _inputs.combined_weights(where, weights)
     return weighted_mean(per_sample_brier(p, labels), w)
 

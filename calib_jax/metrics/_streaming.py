@@ -229,7 +229,7 @@ class CalibrationState(NamedTuple):
             v.check_finite(x, "logits", where)
         else:
             # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier.
-            labels = _inputs.poison_labels(labels, _inputs.probability_rows(x, where))
+            labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", where))
         w = None if where is None else jnp.asarray(where, bool)
         return _batch_state(x, labels, w, num_bins, from_logits)
 
