@@ -65,22 +65,44 @@ def equal_mass_ece(conf: Array, correct: Array, w: Array | None, num_bins: int) 
         key, w_s = jax.lax.sort((sort_key(conf, correct, w > 0), w), num_keys=1)
         c_s, a_s = unpack_key(key)
         gap_s = jnp.where(w_s > 0, a_s - c_s, 0)
-    cw = _cumsum(w_s)
     cgap = _cumsum(w_s.astype(dtype) * gap_s)
+    # NaN confidences (poisoned rows) sort to the front and would be skipped by the boundary
+    # lookup when they sit exactly at a boundary; propagate them explicitly.
+    poison = 0 * cgap[-1]
+    return equal_mass_gap(_cumsum(w_s), cgap, gap_s, num_bins) + poison
+
+
+def array_split_boundaries(cw: Array, num_bins: int) -> tuple[Array, Array, Array, Array]:
+    """Where the ``np.array_split`` bin boundaries fall in a cumulative weight ``cw``.
+
+    Boundaries are ``b_m = m·q + min(m, r)`` with ``q, r = divmod(W, M)``, ``W = cw[-1]``.
+    Returns ``(W, b, j, prev)``: ``j`` the first position with ``cw[j] > b_m`` (the position
+    the boundary cuts) and ``prev`` the cumulative weight before it.
+    """
     total = cw[-1]
     q = total // num_bins
     r = total - q * num_bins
     m = jnp.arange(num_bins + 1, dtype=cw.dtype)
     bounds = m * q + jnp.minimum(m, r)
     j = jnp.searchsorted(cw, bounds, side="right")
-    prev_cw = jnp.where(j > 0, cw[jnp.maximum(j - 1, 0)], 0)
+    prev = jnp.where(j > 0, cw[jnp.maximum(j - 1, 0)], 0)
+    return total, bounds, j, prev
+
+
+def equal_mass_gap(cw: Array, cgap: Array, unit_gap: Array, num_bins: int) -> Array:
+    """``Σ_m |Σ_{B_m} (a - c)| / W`` over equal-mass bins of sorted positions.
+
+    ``cw``/``cgap`` are the cumulative weight and gap over the positions (samples, or the
+    buckets of a fine histogram) and ``unit_gap`` the gap per unit of weight at each position,
+    so a boundary that cuts a position splits its mass between the two bins.
+    """
+    n = cw.shape[0]
+    total, bounds, j, prev = array_split_boundaries(cw, num_bins)
     prev_cgap = jnp.where(j > 0, cgap[jnp.maximum(j - 1, 0)], 0)
-    partial = jnp.where(j < n, (bounds - prev_cw).astype(dtype) * gap_s[jnp.minimum(j, n - 1)], 0)
+    cut = unit_gap[jnp.minimum(j, n - 1)]
+    partial = jnp.where(j < n, (bounds - prev).astype(cgap.dtype) * cut, 0)
     below = prev_cgap + partial
-    # NaN confidences (poisoned rows) sort to the front and would be skipped by the boundary
-    # lookup when they sit exactly at a boundary; propagate them explicitly.
-    poison = 0 * cgap[-1]
-    return jnp.sum(jnp.abs(jnp.diff(below))) / total.astype(dtype) + poison
+    return jnp.sum(jnp.abs(jnp.diff(below))) / total.astype(cgap.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins",))

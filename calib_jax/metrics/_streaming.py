@@ -15,7 +15,7 @@ import numpy as np
 
 from calib_jax import _binning
 from calib_jax import _validation as v
-from calib_jax.metrics import _binned, _inputs, _report, _scores
+from calib_jax.metrics import _adaptive, _binned, _inputs, _report, _scores
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -423,40 +423,21 @@ def _probs_pass(p: Array, labels: Array) -> _report._Pass:
     )
 
 
-def _fine_cumulative(s: CalibrationState, num_bins: int):
-    """Boundary positions of the equal-mass bins located in the fine histogram."""
-    count = s.fine_count
-    cw = jax.lax.associative_scan(jnp.add, count)
-    total = cw[-1]
-    q = total // num_bins
-    r = total - q * num_bins
-    m = jnp.arange(num_bins + 1, dtype=jnp.int32)
-    bounds = m * q + jnp.minimum(m, r)
-    j = jnp.searchsorted(cw, bounds, side="right")
-    jc = jnp.minimum(j, count.shape[0] - 1)
-    prev = jnp.where(j > 0, cw[jnp.maximum(j - 1, 0)], 0)
-    return total, bounds, j, jc, prev
-
-
 @jax.jit
 def _ada_from_fine(s: CalibrationState) -> Array:
-    num_bins = s.num_bins
     count = s.fine_count
     gap = s.fine_correct.astype(jnp.float32) - s.fine_confidence
-    total, bounds, j, jc, prev = _fine_cumulative(s, num_bins)
-    cgap = jax.lax.associative_scan(jnp.add, gap)
-    prev_gap = jnp.where(j > 0, cgap[jnp.maximum(j - 1, 0)], 0)
-    unit = gap[jc] / jnp.maximum(count[jc], 1).astype(jnp.float32)
-    partial = jnp.where(j < count.shape[0], (bounds - prev).astype(jnp.float32) * unit, 0)
-    below = prev_gap + partial
-    return jnp.sum(jnp.abs(jnp.diff(below))) / total.astype(jnp.float32)
+    unit = gap / jnp.maximum(count, 1).astype(jnp.float32)
+    return _adaptive.equal_mass_gap(
+        _adaptive._cumsum(count), _adaptive._cumsum(gap), unit, s.num_bins
+    )
 
 
 @jax.jit
 def _ada_bound(s: CalibrationState) -> Array:
-    num_bins = s.num_bins
     count = s.fine_count
-    total, bounds, j, jc, prev = _fine_cumulative(s, num_bins)
+    total, bounds, j, prev = _adaptive.array_split_boundaries(_adaptive._cumsum(count), s.num_bins)
+    jc = jnp.minimum(j, count.shape[0] - 1)
     k = (bounds - prev)[1:-1]
     n = count[jc][1:-1]
     inside = (j < count.shape[0])[1:-1]
