@@ -593,3 +593,79 @@ def test_bootstrap_by_vmap_over_weights():
     assert int(cm._bootstrap.resample_weights(key, 300, 3, "multinomial").sum()) == 900
     lo, hi = np.percentile(np.asarray(reps), [2.5, 97.5])
     assert lo < float(cm.ece(pj, yj, num_bins=10)) < hi
+
+
+def _ref_equal_mass(c, a, m, counts=None):
+    """float64 AdaECE over confidences ``c`` and correctness ``a``, samples repeated ``counts``."""
+    c = np.asarray(c, np.float32).astype(np.float64)
+    a = np.asarray(a, np.float64)
+    if counts is not None:
+        c, a = np.repeat(c, counts), np.repeat(a, counts)
+    order = np.lexsort((a, c))
+    return sum(abs(a[i].sum() - c[i].sum()) for i in np.array_split(order, m)) / len(c)
+
+
+@pytest.mark.parametrize("weighting", [None, "mask", "int"])
+def test_equal_mass_select_equals_reference(weighting):
+    # The radix-select path (no sort) must equal the float64 sorted reference, including tie
+    # groups that straddle bin boundaries, masks and integer replication weights. The algorithm
+    # does not depend on N; the public path uses it from N = 2^15 (tested below).
+    from calib_jax.metrics import _adaptive
+
+    rng = np.random.default_rng(len(str(weighting)))
+    n = 6_000
+    w = {
+        None: None,
+        "mask": rng.uniform(size=n) < 0.7,
+        "int": rng.integers(0, 4, n).astype(np.int32),
+    }[weighting]
+    wj = None if w is None else jnp.asarray(w)
+    counts = None if w is None else np.asarray(w, int)
+    for data in ("uniform", "ties", "beta", "two_values"):
+        c = {
+            "uniform": rng.uniform(0.1, 1, n),
+            "ties": rng.integers(0, 60, n) / 59,
+            "beta": rng.beta(5, 1, n),
+            "two_values": rng.choice([0.5, 1.0], n),
+        }[data].astype(np.float32)
+        a = rng.uniform(size=n) < c
+        for m in (1, 15, 64) if weighting is None else (15,):
+            got = _adaptive.equal_mass_ece_by_select(jnp.asarray(c), jnp.asarray(a), wj, m)
+            ref = _ref_equal_mass(c, a, m, counts)
+            np.testing.assert_allclose(float(got), ref, rtol=1e-5, atol=1e-8, err_msg=data)
+
+
+def test_equal_mass_select_small_inputs_and_nan():
+    from calib_jax.metrics import _adaptive
+
+    # Fewer samples than bins (empty trailing bins), a single sample, and a NaN confidence.
+    c = jnp.float32([0.9, 0.6, 0.6, 0.3, 1.0])
+    a = jnp.array([True, False, True, False, True])
+    for m in (1, 3, 15):
+        np.testing.assert_allclose(
+            float(_adaptive.equal_mass_ece_by_select(c, a, None, m)),
+            _ref_equal_mass(c, a, m),
+            atol=1e-7,
+        )
+    np.testing.assert_allclose(
+        float(_adaptive.equal_mass_ece_by_select(c[:1], a[:1], None, 15)), 0.1, atol=1e-7
+    )
+    assert np.isnan(float(_adaptive.equal_mass_ece_by_select(c.at[2].set(jnp.nan), a, None, 15)))
+    # A masked-out NaN does not poison.
+    keep = jnp.array([True, True, False, True, True])
+    np.testing.assert_allclose(
+        float(_adaptive.equal_mass_ece_by_select(c.at[2].set(jnp.nan), a, keep, 3)),
+        _ref_equal_mass(np.delete(np.asarray(c), 2), np.delete(np.asarray(a), 2), 3),
+        atol=1e-7,
+    )
+
+
+def test_ada_ece_large_n_public_path_jit_and_vmap():
+    # ada_ece on N >= 2^15 samples (the selection path) under jit and vmap over 3 models.
+    rng = np.random.default_rng(3)
+    n, k = 2**15 + 3, 5
+    p = rng.dirichlet(np.ones(k) * 0.5, size=(3, n)).astype(np.float32)
+    y = rng.integers(0, k, n).astype(np.int32)
+    got = jax.jit(jax.vmap(lambda q: cm.ada_ece(q, jnp.asarray(y))))(jnp.asarray(p))
+    for i in range(3):
+        np.testing.assert_allclose(float(got[i]), ref_ada(p[i], y, 15), rtol=1e-5, atol=1e-8)

@@ -41,8 +41,126 @@ def unpack_key(key: Array) -> tuple[Array, Array]:
     return conf, (key & 1).astype(jnp.float32)
 
 
+# Exact selection instead of a sort: from this many samples on (and for up to _SELECT_MAX_BINS
+# bins), two histogram passes over the packed keys find the bin boundaries. Below it the fixed
+# cost of the 2^16-bucket histogram exceeds the sort.
+_SELECT_MIN_SAMPLES = 2**15
+_SELECT_MAX_BINS = 64
+_LO_BITS = 15  # keys are below 2^31: 16 high bits (first pass) + 15 low bits (second pass)
+
+
 @functools.partial(jax.jit, static_argnames=("num_bins",))
 def equal_mass_ece(conf: Array, correct: Array, w: Array | None, num_bins: int) -> Array:
+    """AdaECE with ``np.array_split``-sized bins over the sorted confidences (see
+    :func:`equal_mass_ece_by_sort`; for unit, mask or integer weights on ``N >= 2^15`` samples
+    the same value comes from :func:`equal_mass_ece_by_select`, without a sort)."""
+    integral = w is None or not jnp.issubdtype(w.dtype, jnp.floating)
+    if integral and conf.shape[0] >= _SELECT_MIN_SAMPLES and num_bins <= _SELECT_MAX_BINS:
+        return equal_mass_ece_by_select(conf, correct, w, num_bins)
+    return equal_mass_ece_by_sort(conf, correct, w, num_bins)
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def equal_mass_ece_by_select(conf: Array, correct: Array, w: Array | None, num_bins: int) -> Array:
+    """:func:`equal_mass_ece_by_sort` for unit, mask or integer weights, by exact selection.
+
+    Only the ``M - 1`` keys at the bin boundaries of the sorted order matter: bin sums are
+    differences of ``S(b) = Σ (a - c)`` over the first ``b`` sorted positions, and
+    ``S(b) = Σ_{key < k} (a - c) + (b - #{key < k})·(a - c)(k)`` with ``k`` the key at position
+    ``b`` (samples with equal keys have equal ``a`` and ``c``). The boundary keys are found by a
+    two-pass radix select on the packed int32 keys of :func:`sort_key`: a histogram of the high
+    16 bits (with per-bucket counts, correct counts and confidence sums), then, only for the
+    buckets holding a boundary, histograms of the low 15 bits, which pin every key down exactly.
+    Three scatters over ``N`` replace the sort (7 ms instead of 48 ms at ``N = 10^6`` on a
+    2-core XLA:CPU machine).
+    """
+    n = conf.shape[0]
+    conf = conf.astype(jnp.float32)
+    nb = 1 << (31 - _LO_BITS)
+    nl = 1 << _LO_BITS
+    cnt = jnp.ones((n,), jnp.int32) if w is None else w.astype(jnp.int32)
+    key = sort_key(conf, correct, None)
+    # Negative keys come only from NaN confidences (the result is poisoned below anyway).
+    key = jnp.maximum(key, 0)
+    hi = key >> _LO_BITS
+    pairs = jnp.zeros((2 * nb,), jnp.int32).at[(hi << 1) | (key & 1)].add(cnt).reshape(nb, 2)
+    count = pairs[:, 0] + pairs[:, 1]
+    # Confidences of a bucket share their high bits: accumulate them relative to the bucket's
+    # smallest confidence (the float32 whose bits are ``hi << (LO_BITS - 1)``).
+    base = jax.lax.bitcast_convert_type(
+        jnp.arange(nb, dtype=jnp.int32) << (_LO_BITS - 1), jnp.float32
+    )
+    elem_base = jax.lax.bitcast_convert_type(hi << (_LO_BITS - 1), jnp.float32)
+    excess = jnp.where(cnt > 0, cnt.astype(jnp.float32) * (conf - elem_base), 0)
+    offset = jnp.zeros((nb,), jnp.float32).at[hi].add(excess)
+    # The barrier stops XLA from folding the add below into the scatter's initial value.
+    offset = jax.lax.optimization_barrier(offset)
+    bucket_gap = pairs[:, 1].astype(jnp.float32) - (count.astype(jnp.float32) * base + offset)
+    # Plain cumulative sums of int32 (exact) and masked reductions for the float prefixes: an
+    # associative scan over 2^16 entries would add about a second of compile time each.
+    cum = jnp.cumsum(count)
+    total = cum[-1]
+    # Internal boundaries b_m, m = 1 .. M-1 (np.array_split sizes), and the buckets holding them.
+    q = total // num_bins
+    r = total - q * num_bins
+    m = jnp.arange(1, num_bins, dtype=jnp.int32)
+    bounds = m * q + jnp.minimum(m, r)
+    h = jnp.searchsorted(cum, bounds, side="right", method="compare_all")
+    h = jnp.minimum(h, nb - 1).astype(jnp.int32)
+    below_h = cum[h] - count[h]
+    # Second pass: low bits of the keys in boundary buckets, one histogram per distinct bucket.
+    target = jnp.full((n,), num_bins - 1, jnp.int32)
+    for i in reversed(range(num_bins - 1)):
+        target = jnp.where(hi == h[i], i, target)
+    slot = target * nl + (key & (nl - 1))
+    first_of_run = jnp.searchsorted(h, h, side="left", method="compare_all")
+    low_hist = (
+        jnp.zeros(((num_bins - 1) * nl,), jnp.int32)
+        .at[slot]
+        .add(cnt, mode="drop")
+        .reshape(num_bins - 1, nl)[first_of_run]
+    )
+    # The position of rank b_m - below_h inside its bucket, in blocks of 128 low values.
+    rank = bounds - below_h
+    blocks = low_hist.reshape(num_bins - 1, nl // 128, 128)
+    block_sum = jnp.sum(blocks, axis=2)
+    block_cum = jnp.cumsum(block_sum, axis=1)
+    blk = jnp.minimum(jnp.sum(block_cum <= rank[:, None], axis=1), nl // 128 - 1)
+    before_blk = _pick(block_cum - block_sum, blk)
+    row = jnp.take_along_axis(blocks, blk[:, None, None], axis=1)[:, 0, :]
+    row_cum = jnp.cumsum(row, axis=1)
+    pos = jnp.minimum(jnp.sum(row_cum <= (rank - before_blk)[:, None], axis=1), 127)
+    low = (blk * 128 + pos).astype(jnp.int32)
+    below_k = below_h + before_blk + _pick(row_cum - row, pos)
+    # Σ (a - c) over the keys below k: whole buckets below h, then the low keys of bucket h
+    # (each low value is one key, so one (a, c) pair), with c relative to the bucket base.
+    buckets_below = jnp.arange(nb, dtype=jnp.int32)[None, :] < h[:, None]
+    gap_below_h = jnp.sum(jnp.where(buckets_below, bucket_gap[None, :], 0), axis=1)
+    key_c, key_a = unpack_key((h[:, None] << _LO_BITS) | jnp.arange(nl, dtype=jnp.int32)[None, :])
+    hist_f = jnp.where(jnp.arange(nl)[None, :] < low[:, None], low_hist, 0).astype(jnp.float32)
+    bucket_base = base[h]
+    in_bucket = (
+        jnp.sum(hist_f * key_a, axis=1)
+        - jnp.sum(hist_f, axis=1) * bucket_base
+        - jnp.sum(hist_f * (key_c - bucket_base[:, None]), axis=1)
+    )
+    k_c, k_a = unpack_key((h << _LO_BITS) | low)
+    at_k = (bounds - below_k).astype(jnp.float32) * (k_a - k_c)
+    gap_total = jnp.sum(bucket_gap)
+    prefix = jnp.where(bounds < total, gap_below_h + in_bucket + at_k, gap_total)
+    s = jnp.concatenate([jnp.zeros((1,), jnp.float32), prefix, gap_total[None]])
+    kept_conf = conf if w is None else jnp.where(cnt > 0, conf, 0)
+    poison = 0 * jnp.sum(kept_conf)
+    return jnp.sum(jnp.abs(jnp.diff(s))) / total.astype(jnp.float32) + poison
+
+
+def _pick(x: Array, i: Array) -> Array:
+    """``x[m, i[m]]`` for each row ``m``."""
+    return jnp.take_along_axis(x, i[:, None], axis=1)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def equal_mass_ece_by_sort(conf: Array, correct: Array, w: Array | None, num_bins: int) -> Array:
     """AdaECE with ``np.array_split``-sized bins over the sorted confidences.
 
     Each sample occupies ``w`` consecutive unit positions of the sorted order (integer weights
