@@ -38,6 +38,33 @@ def time_ms(
     return statistics.median(times)
 
 
+def paired_ratio(
+    fn: Callable[..., Any],
+    fn_args: tuple,
+    base: Callable[..., Any],
+    base_args: tuple,
+    repeats: int,
+) -> float:
+    """Median over ``repeats`` adjacent pairs of ``time(fn) / time(base)``.
+
+    The two calls of a pair see the same machine load, so on a shared machine this ratio is far
+    steadier than a ratio of separately timed medians (which moved by up to 2x between runs).
+    The order alternates (AB, BA, ...) so that neither call always runs first.
+    """
+    block(fn(*fn_args))
+    block(base(*base_args))
+    ratios = []
+    for i in range(repeats):
+        elapsed = [0.0, 0.0]
+        for j in (0, 1) if i % 2 else (1, 0):
+            f, args = (fn, fn_args) if j == 0 else (base, base_args)
+            t0 = time.perf_counter()
+            block(f(*args))
+            elapsed[j] = time.perf_counter() - t0
+        ratios.append(elapsed[0] / elapsed[1])
+    return statistics.median(ratios)
+
+
 def machine() -> str:
     import os
 

@@ -7,14 +7,11 @@ and are timed in the same run. Ratios are per case.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._harness import block, print_table, time_ms
+from benchmarks._harness import paired_ratio, print_table, time_ms
 from calib_jax import metrics as cm
 
 M = 15
@@ -40,21 +37,6 @@ def np_ada(p, y):
     a = (p.argmax(1) == y).astype(np.float64)
     order = np.argsort(c, kind="stable")
     return sum(abs(a[i].sum() - c[i].sum()) for i in np.array_split(order, M)) / len(c)
-
-
-def paired_ratio(fn, fn_args, base, base_args, repeats):
-    """Median over alternating calls of ``time(fn) / time(base)``: both see the same load, which
-    on a shared machine moves separately timed medians by up to 2x."""
-    block(fn(*fn_args))
-    block(base(*base_args))
-    ratios = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        block(base(*base_args))
-        t1 = time.perf_counter()
-        block(fn(*fn_args))
-        ratios.append((time.perf_counter() - t1) / (t1 - t0))
-    return statistics.median(ratios)
 
 
 def _case(n, k, seed=0):
