@@ -277,7 +277,9 @@ def ada_ece(
     Top-label confidence and first-maximum prediction for ``[N, K]`` input; positive-class for
     binary ``[N]`` input (as for :func:`ece`). Sums in float32; the confidences are sorted as
     float32 (float64 input loses its extra precision in the ordering only). Cost: one int32 sort
-    of ``N`` packed keys.
+    of ``N`` packed keys; for ``N >= 2^15`` with no weights, a mask or integer weights, and up
+    to 64 bins, an exact radix selection of the bin boundaries instead (three scatters over
+    ``N``, the same value without sorting).
 
     Args:
       probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
