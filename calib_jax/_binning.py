@@ -124,16 +124,17 @@ def first_max_correct(
     valid = (labels >= 0) & (labels < k)
     at_label = jnp.take_along_axis(scores, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
     # The label is the first maximiser iff z_j - z_y <= 0 for every j > y and < 0 for j < y, so
-    # with b_j = tiny * max(0, y - j) (0 for j >= y, at least the smallest normal for j < y),
-    # iff max_j (z_j - z_y + b_j) <= 0. Exact while z_j - z_y is 0 or at least K * tiny in
-    # magnitude (logits differing by less than ~1e-35 count as tied). Only arithmetic and max,
-    # no select or compare on [N, K]: XLA:CPU then runs it as one fused row reduction that
-    # reads the scores once and writes nothing of size N x K.
+    # with b_j = tiny * (y - j) (at least the smallest normal for j < y, 0 at j = y, at most
+    # K * tiny below 0 for j > y), iff max_j (z_j - z_y + b_j) <= 0. Exact while z_j - z_y is
+    # 0 or at least K * tiny in magnitude (logits differing by less than ~1e-35 count as tied).
+    # Only arithmetic and max, no select, compare or clamp on [N, K] (a clamp against 0 made
+    # XLA:CPU materialise a broadcast zero of size N x K inside calibration_report): one fused
+    # row reduction that reads the scores once and writes nothing of size N x K.
     tiny = jnp.finfo(dtype).tiny
     column = jnp.asarray(np.arange(k) * np.float64(tiny), dtype).reshape(
         (1,) * (scores.ndim - 1) + (k,)
     )
-    before = jnp.maximum(labels.astype(dtype)[..., None] * tiny - column, 0)
+    before = labels.astype(dtype)[..., None] * tiny - column
     lead = jnp.max((scores - at_label[..., None]) + before, axis=-1)
     # Written as one chain (max inside) so that the whole sum stays one fused row reduction.
     norm = jnp.sum(jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True)), axis=-1)
