@@ -55,3 +55,22 @@ def test_jit_of_metrics_on_sharded_input_equals_unsharded():
         np.testing.assert_allclose(jax.jit(fn)(ps, ys), fn(p, y), atol=1e-6)
     r = jax.jit(cm.calibration_report)(jnp.log(ps), ys)
     np.testing.assert_allclose(r.ece, cm.ece(p, y), atol=1e-6)
+
+
+def test_sharded_large_n_ada_ece_and_report_equal_unsharded():
+    # N >= 2^15 takes the radix-select AdaECE (scatters into replicated histograms); under jit
+    # on an input sharded over 8 devices it must give the one-device value.
+    rng = np.random.default_rng(2)
+    n, k = 2**15, 4
+    z = jnp.asarray((rng.normal(size=(n, k)) * 2).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, k, n).astype(np.int32))
+    mesh = _mesh()
+    zs = jax.device_put(z, NamedSharding(mesh, P("data")))
+    ys = jax.device_put(y, NamedSharding(mesh, P("data")))
+    p = jax.nn.softmax(z)
+    expected = float(cm.ada_ece(p, y))
+    np.testing.assert_allclose(
+        float(jax.jit(cm.ada_ece)(jax.nn.softmax(zs), ys)), expected, atol=1e-6
+    )
+    r = jax.jit(cm.calibration_report)(zs, ys)
+    np.testing.assert_allclose(float(r.ada_ece), expected, atol=1e-6)
