@@ -174,6 +174,8 @@ def test_report_matches_individual_metrics():
     np.testing.assert_allclose(r.brier, cm.brier(pj, yj), rtol=1e-5)
     np.testing.assert_allclose(r.accuracy, np.mean(z.argmax(1) == y), **tol)
     np.testing.assert_allclose(r.error, 1 - np.mean(z.argmax(1) == y), **tol)
+    np.testing.assert_allclose(r.l2_ece, ref_ece(p, y, 15, power=2), **tol)
+    np.testing.assert_allclose(r.debiased_l2_ece, ref_debiased(p, y, 15), **tol)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_merge_is_associative_with_empty_identity_and_handles_masks():
     mask = np.arange(300) % 4 != 0
     masked = cm.CalibrationState.from_batch(p, y, where=jnp.asarray(mask)).compute()
     ref = cm.calibration_report(z[mask], y[mask])
-    for name in ("ece", "mce", "classwise_ece", "brier", "accuracy"):
+    for name in ("ece", "mce", "classwise_ece", "brier", "accuracy", "l2_ece", "debiased_l2_ece"):
         np.testing.assert_allclose(getattr(masked, name), getattr(ref, name), atol=1e-6)
     with pytest.raises(ValueError, match="different"):
         a.merge(cm.CalibrationState.empty(4, num_bins=10))

@@ -29,6 +29,9 @@ class CalibrationReport(NamedTuple):
       brier: mean multi-class Brier score.
       accuracy: top-1 accuracy (first-maximum ties).
       error: test error ``1 - accuracy``.
+      l2_ece: L2 calibration error, :func:`calib_jax.metrics.lp_ece` with ``p = 2``.
+      debiased_l2_ece: debiased L2 calibration error
+        (:func:`calib_jax.metrics.debiased_l2_ece`).
     """
 
     ece: Array
@@ -39,6 +42,8 @@ class CalibrationReport(NamedTuple):
     brier: Array
     accuracy: Array
     error: Array
+    l2_ece: Array
+    debiased_l2_ece: Array
 
 
 class _Pass(NamedTuple):
@@ -107,6 +112,8 @@ def _report(logits: Array, labels: Array, where: Array | None, num_bins: int):
         brier=_scores.weighted_mean(q.brier, where),
         accuracy=acc,
         error=1 - acc,
+        l2_ece=_binned.lp_ece_from_sums(sums, 2),
+        debiased_l2_ece=_binned.debiased_l2_from_sums(sums),
     )
     return poison_report(report, sums)
 
@@ -129,12 +136,14 @@ def calibration_report(
     num_bins: int = 15,
     where: ArrayLike | None = None,
 ) -> CalibrationReport:
-    """ECE, MCE, AdaECE, classwise ECE, NLL, Brier, accuracy and error from logits, in one pass.
+    """ECE, MCE, AdaECE, classwise ECE, NLL, Brier, accuracy, error, L2-ECE and debiased L2-ECE
+    from logits, in one pass.
 
     One jit-compiled function computes the softmax once and shares its maximum, the
     first-maximum correctness and the bin assignment between all metrics. The definitions are
     those of :func:`ece`, :func:`mce`, :func:`ada_ece` (equal-mass), :func:`classwise_ece`,
-    :func:`nll`, :func:`brier` and :func:`accuracy`: equal-width bins ``((m-1)/M, m/M]``
+    :func:`nll`, :func:`brier`, :func:`accuracy`, :func:`lp_ece` (``p = 2``) and
+    :func:`debiased_l2_ece`: equal-width bins ``((m-1)/M, m/M]``
     decided exactly, empty bins weigh 0, ties go to the first maximum, float32 (or wider)
     accumulation. The confidence is ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the
     prediction the first maximum of the logits. Binary ``[N]`` logits (of the positive class)

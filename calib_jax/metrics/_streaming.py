@@ -259,7 +259,8 @@ class CalibrationState(NamedTuple):
     def compute(self) -> _report.CalibrationReport:
         """All metrics of the accumulated samples, as a :class:`CalibrationReport`.
 
-        ``ece``, ``mce``, ``classwise_ece``, ``nll``, ``brier``, ``accuracy`` and ``error`` equal
+        ``ece``, ``mce``, ``classwise_ece``, ``nll``, ``brier``, ``accuracy``, ``error``,
+        ``l2_ece`` and ``debiased_l2_ece`` equal
         the one-shot functions on the concatenated batches (to float32 rounding). ``ada_ece`` is
         the approximation from the fine histogram; its distance to the exact value is at most
         :meth:`ada_ece_error_bound`. An empty state gives NaN, and so does every field once an
@@ -463,5 +464,7 @@ def _compute(s: CalibrationState) -> _report.CalibrationReport:
         brier=(s.brier + s.brier_err) / total,
         accuracy=acc,
         error=1 - acc,
+        l2_ece=_binned.lp_ece_from_sums(sums, 2),
+        debiased_l2_ece=_binned.debiased_l2_from_sums(sums),
     )
     return _report.poison_report(report, sums)
