@@ -57,6 +57,24 @@ def _weighted_mean(values: Array, weights: Array) -> Array:
     return jnp.sum(values * weights) / jnp.sum(weights)
 
 
+def _logit_fit(core, *, binary_ok: bool = False):
+    """``fit(logits, labels, *, where=None)`` around ``core(logits, labels, weights)``.
+
+    The shared input checks run first; ``core`` is compiled with non-finite logits replaced by 0
+    (masked rows may hold anything) and its parameters become NaN when the data cannot give a
+    fit (:func:`calib_jax.calibrators._base.fit_is_valid`).
+    """
+    compiled = jax.jit(lambda z, y, w: core(jnp.where(jnp.isfinite(z), z, 0), y, w))
+
+    def fit(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None):
+        logits, labels, weights, k = check_fit_inputs(
+            logits, labels, where, name="logits", binary_ok=binary_ok
+        )
+        return poison(compiled(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
+
+    return fit
+
+
 def _inverse_temperature_moments(
     logits: Array, z_label: Array, weights: Array, log_t: Array
 ) -> tuple[Array, Array]:
@@ -190,21 +208,15 @@ def temperature_scaling(
     if not tol > 0 or max_iter < 1:
         raise ValueError(f"need tol > 0 and max_iter >= 1, got {tol}, {max_iter}.")
 
-    def fit(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None):
-        logits, labels, weights, k = check_fit_inputs(
-            logits, labels, where, name="logits", binary_ok=False
-        )
-        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
-
-    @jax.jit
     def core(logits: Array, labels: Array, weights: Array) -> TemperatureParams:
-        clean = jnp.where(jnp.isfinite(logits), logits, 0)
         if method == "nll":
-            t = jnp.exp(_fit_log_temperature(clean, labels, weights, tol=tol, max_iter=max_iter))
+            t = jnp.exp(_fit_log_temperature(logits, labels, weights, tol=tol, max_iter=max_iter))
         else:
             labels = jnp.clip(labels, 0, logits.shape[-1] - 1)
-            t = _ece_grid_temperature(clean, labels, weights, num_bins)
+            t = _ece_grid_temperature(logits, labels, weights, num_bins)
         return TemperatureParams(t)
+
+    fit = _logit_fit(core)
 
     def apply_logits(params: TemperatureParams, logits: ArrayLike) -> Array:
         v.check_floating(logits, "logits")
@@ -288,24 +300,18 @@ def vector_scaling(*, bias_l2: float = 0.0, max_iter: int = 200, tol: float = 1e
     """
     bias_l2 = _check_reg(bias_l2, "bias_l2")
 
-    def fit(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None):
-        logits, labels, weights, k = check_fit_inputs(
-            logits, labels, where, name="logits", binary_ok=False
-        )
-        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
-
-    @jax.jit
     def core(logits: Array, labels: Array, weights: Array) -> VectorScalingParams:
         k = logits.shape[-1]
-        clean = jnp.where(jnp.isfinite(logits), logits, 0)
         safe_labels = jnp.clip(labels, 0, k - 1)
 
         def loss(p):
-            nll = _mean_nll(clean * p.weight[None] + p.bias[None], safe_labels, weights)
+            nll = _mean_nll(logits * p.weight[None] + p.bias[None], safe_labels, weights)
             return nll + bias_l2 * jnp.sum(jnp.square(p.bias)) / k
 
-        init = VectorScalingParams(jnp.ones(k, clean.dtype), jnp.zeros(k, clean.dtype))
+        init = VectorScalingParams(jnp.ones(k, logits.dtype), jnp.zeros(k, logits.dtype))
         return _lbfgs(loss, init, max_iter=max_iter, tol=tol)
+
+    fit = _logit_fit(core)
 
     def apply_logits(params: VectorScalingParams, logits: ArrayLike) -> Array:
         logits = check_apply_input(logits, "logits", params.weight.shape[-1], binary=False)
@@ -370,29 +376,23 @@ def matrix_scaling(
     off_diagonal_l2 = _check_reg(off_diagonal_l2, "off_diagonal_l2")
     bias_l2 = _check_reg(bias_l2, "bias_l2")
 
-    def fit(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None):
-        logits, labels, weights, k = check_fit_inputs(
-            logits, labels, where, name="logits", binary_ok=False
-        )
-        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
-
-    @jax.jit
     def core(logits: Array, labels: Array, weights: Array) -> MatrixScalingParams:
         k = logits.shape[-1]
-        clean = jnp.where(jnp.isfinite(logits), logits, 0)
         safe_labels = jnp.clip(labels, 0, k - 1)
-        off = 1.0 - jnp.eye(k, dtype=clean.dtype)
+        off = 1.0 - jnp.eye(k, dtype=logits.dtype)
 
         def loss(p):
-            nll = _mean_nll(clean @ p.weight.T + p.bias[None], safe_labels, weights)
+            nll = _mean_nll(logits @ p.weight.T + p.bias[None], safe_labels, weights)
             sq = jnp.square(p.weight)
             reg = l2 * jnp.sum(sq) + bias_l2 * jnp.sum(jnp.square(p.bias)) / k
             if k > 1:
                 reg = reg + off_diagonal_l2 * jnp.sum(sq * off) / (k * (k - 1))
             return nll + reg
 
-        init = MatrixScalingParams(jnp.eye(k, dtype=clean.dtype), jnp.zeros(k, clean.dtype))
+        init = MatrixScalingParams(jnp.eye(k, dtype=logits.dtype), jnp.zeros(k, logits.dtype))
         return _lbfgs(loss, init, max_iter=max_iter, tol=tol)
+
+    fit = _logit_fit(core)
 
     def apply_logits(params: MatrixScalingParams, logits: ArrayLike) -> Array:
         logits = check_apply_input(logits, "logits", params.weight.shape[-1], binary=False)
@@ -450,18 +450,8 @@ def platt_scaling(*, max_iter: int = 100, tol: float = 1e-6) -> Calibrator:
       Likelihood Methods. Advances in Large Margin Classifiers, 1999.
     """
 
-    def fit(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None):
-        v.check_floating(logits, "logits")
-        if np.ndim(logits) == 2 and np.shape(logits)[-1] != 2:
-            raise ValueError(f"Platt scaling is binary; got logits of shape {np.shape(logits)}.")
-        logits, labels, weights, k = check_fit_inputs(
-            logits, labels, where, name="logits", binary_ok=True
-        )
-        return poison(core(logits, labels, weights), fit_is_valid(logits, labels, weights, k))
-
-    @jax.jit
     def core(logits: Array, labels: Array, weights: Array) -> PlattParams:
-        z = _binary_logit(jnp.where(jnp.isfinite(logits), logits, 0), "logits")
+        z = _binary_logit(logits, "logits")
         y = (labels == 1).astype(z.dtype)
 
         def loss(p):
@@ -471,6 +461,14 @@ def platt_scaling(*, max_iter: int = 100, tol: float = 1e-6) -> Calibrator:
 
         init = PlattParams(jnp.ones((), z.dtype), jnp.zeros((), z.dtype))
         return _lbfgs(loss, init, max_iter=max_iter, tol=tol)
+
+    checked_fit = _logit_fit(core, binary_ok=True)
+
+    def fit(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None):
+        v.check_floating(logits, "logits")
+        if np.ndim(logits) == 2 and np.shape(logits)[-1] != 2:
+            raise ValueError(f"Platt scaling is binary; got logits of shape {np.shape(logits)}.")
+        return checked_fit(logits, labels, where=where)
 
     def apply_logits(params: PlattParams, logits: ArrayLike) -> Array:
         v.check_floating(logits, "logits")
