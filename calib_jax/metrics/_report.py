@@ -101,17 +101,36 @@ def _report(logits: Array, labels: Array, where: Array | None, num_bins: int):
     q = logits_pass(logits, labels)
     sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
     gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
-    total = _binned.total_weight(sums)
-    acc = _scores.weighted_mean(q.hit.astype(q.conf.dtype), where)
+    return report_from_sums(
+        sums,
+        ada_ece=_adaptive.equal_mass_ece(q.conf, q.correct, where, num_bins),
+        classwise_ece=_binned.classwise_from_sums(gaps, _binned.total_weight(sums)),
+        nll=_scores.weighted_mean(q.nll, where),
+        brier=_scores.weighted_mean(q.brier, where),
+        accuracy=_scores.weighted_mean(q.hit.astype(q.conf.dtype), where),
+    )
+
+
+def report_from_sums(
+    sums: _binning.BinSums,
+    *,
+    ada_ece: Array,
+    classwise_ece: Array,
+    nll: Array,
+    brier: Array,
+    accuracy: Array,
+) -> CalibrationReport:
+    """The report whose binned fields come from ``sums`` (one-shot and streaming alike),
+    poisoned by :func:`poison_report`."""
     report = CalibrationReport(
         ece=_binned.ece_from_sums(sums),
         mce=_binned.mce_from_sums(sums),
-        ada_ece=_adaptive.equal_mass_ece(q.conf, q.correct, where, num_bins),
-        classwise_ece=_binned.classwise_from_sums(gaps, total),
-        nll=_scores.weighted_mean(q.nll, where),
-        brier=_scores.weighted_mean(q.brier, where),
-        accuracy=acc,
-        error=1 - acc,
+        ada_ece=ada_ece,
+        classwise_ece=classwise_ece,
+        nll=nll,
+        brier=brier,
+        accuracy=accuracy,
+        error=1 - accuracy,
         l2_ece=_binned.lp_ece_from_sums(sums, 2),
         debiased_l2_ece=_binned.debiased_l2_from_sums(sums),
     )

@@ -454,17 +454,11 @@ def _ada_bound(s: CalibrationState) -> Array:
 def _compute(s: CalibrationState) -> _report.CalibrationReport:
     sums = s._sums()
     total = _binned.total_weight(sums)
-    acc = s.hits.astype(jnp.float32) / total
-    report = _report.CalibrationReport(
-        ece=_binned.ece_from_sums(sums),
-        mce=_binned.mce_from_sums(sums),
+    return _report.report_from_sums(
+        sums,
         ada_ece=_ada_from_fine(s),
         classwise_ece=_binned.classwise_from_sums(s.classwise + s.classwise_err, total),
         nll=(s.nll + s.nll_err) / total,
         brier=(s.brier + s.brier_err) / total,
-        accuracy=acc,
-        error=1 - acc,
-        l2_ece=_binned.lp_ece_from_sums(sums, 2),
-        debiased_l2_ece=_binned.debiased_l2_from_sums(sums),
+        accuracy=s.hits.astype(jnp.float32) / total,
     )
-    return _report.poison_report(report, sums)
