@@ -98,16 +98,11 @@ def equal_mass_ece_by_select(conf: Array, correct: Array, w: Array | None, num_b
     bucket_gap = pairs[:, 1].astype(jnp.float32) - (count.astype(jnp.float32) * base + offset)
     # Plain cumulative sums of int32 (exact) and masked reductions for the float prefixes: an
     # associative scan over 2^16 entries would add about a second of compile time each.
-    cum = jnp.cumsum(count)
-    total = cum[-1]
-    # Internal boundaries b_m, m = 1 .. M-1 (np.array_split sizes), and the buckets holding them.
-    q = total // num_bins
-    r = total - q * num_bins
-    m = jnp.arange(1, num_bins, dtype=jnp.int32)
-    bounds = m * q + jnp.minimum(m, r)
-    h = jnp.searchsorted(cum, bounds, side="right", method="compare_all")
-    h = jnp.minimum(h, nb - 1).astype(jnp.int32)
-    below_h = cum[h] - count[h]
+    # Internal boundaries b_m, m = 1 .. M-1 (np.array_split sizes), the buckets holding them and
+    # the count below each such bucket.
+    total, bounds, h, below_h = array_split_boundaries(jnp.cumsum(count), num_bins)
+    bounds, below_h = bounds[1:-1], below_h[1:-1]
+    h = jnp.minimum(h[1:-1], nb - 1).astype(jnp.int32)
     # Second pass: low bits of the keys in boundary buckets, one histogram per distinct bucket.
     target = jnp.full((n,), num_bins - 1, jnp.int32)
     for i in reversed(range(num_bins - 1)):
