@@ -188,6 +188,24 @@ def take_label(values: Array, labels: Array) -> Array:
     """
     k = values.shape[-1]
     valid = (labels >= 0) & (labels < k)
-    safe = jnp.where(valid, labels, 0)
-    picked = jnp.take_along_axis(values, safe[..., None], axis=-1)[..., 0]
+    picked = _pick(values, jnp.where(valid, labels, jnp.zeros((), labels.dtype)))
     return jnp.where(valid, picked, jnp.nan)
+
+
+@jax.custom_jvp
+def _pick(values: Array, labels: Array) -> Array:
+    """``values[..., labels]`` for labels already in ``[0, K)``."""
+    return jnp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
+
+
+@_pick.defjvp
+def _pick_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> tuple[Array, Array]:
+    # The gather's own derivative, written as a one-hot select: its transpose is an elementwise
+    # select that XLA fuses into the softmax gradient of a loss, where the gather's transpose is
+    # a scatter plus two index arrays (together about a fifth of optax's cross-entropy time at
+    # K = 10 on XLA:CPU).
+    values, labels = primals
+    dv, _ = tangents
+    classes = jax.lax.broadcasted_iota(jnp.int32, values.shape, values.ndim - 1)
+    onehot = classes == labels[..., None]
+    return _pick(values, labels), jnp.sum(jnp.where(onehot, dv, jnp.zeros((), dv.dtype)), axis=-1)
