@@ -102,7 +102,7 @@ class BinSums(NamedTuple):
 
 # Up to this many columns the first maximum is found by a running comparison over the column
 # slices: one fused elementwise loop over rows (XLA:CPU's row reductions are slow for narrow rows).
-_UNROLL_MAX_COLUMNS = 64
+UNROLL_MAX_COLUMNS = 64
 
 
 @jax.jit
@@ -115,10 +115,18 @@ def first_max_correct(
     Equivalent to ``(max(scores, -1), argmax(scores, -1) == labels)`` with NumPy's first-maximum
     tie rule, without ``argmax`` (a variadic reduction that is slow on XLA:CPU for wide rows).
     Out-of-range labels give ``correct = False``; callers poison them with NaN. Outputs a
-    caller drops are dead code (removed by XLA).
+    caller drops are dead code (removed by XLA). Any real scores; the top-label metrics use the
+    cheaper :func:`top_label_of_logits` and :func:`top_label_of_probs`.
     """
-    if scores.shape[-1] <= _UNROLL_MAX_COLUMNS:
+    if scores.shape[-1] <= UNROLL_MAX_COLUMNS:
         return _first_max_by_columns(scores, labels)
+    # Written as one chain (max inside) so that the whole sum stays one fused row reduction.
+    norm = jnp.sum(jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True)), axis=-1)
+    return jnp.max(scores, axis=-1), _first_max_by_lead(scores, labels), norm
+
+
+def _first_max_by_lead(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """Exact first-maximum correctness as one fused row reduction over ``scores [..., K]``."""
     k = scores.shape[-1]
     dtype = scores.dtype
     valid = (labels >= 0) & (labels < k)
@@ -136,9 +144,117 @@ def first_max_correct(
     )
     before = labels.astype(dtype)[..., None] * tiny - column
     lead = jnp.max((scores - at_label[..., None]) + before, axis=-1)
-    # Written as one chain (max inside) so that the whole sum stays one fused row reduction.
-    norm = jnp.sum(jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True)), axis=-1)
-    return jnp.max(scores, axis=-1), valid & (lead <= 0), norm
+    return valid & (lead <= 0)
+
+
+# A maximum attained twice puts two terms exp(0) = 1 into the softmax normaliser, or two equal
+# terms `top` into a row sum of non-negative scores. A sum of non-negative floats is at least the
+# rounded sum of any two of its terms, whatever the order of the additions (rounding is
+# monotone), so such a row has normaliser >= 2 (sum >= 2 * top); the margin absorbs an exp(0)
+# that an approximate exp evaluates a few ulp below 1.
+TIE_FACTOR = 2.0 - 2.0**-9
+
+
+def recheck_pays(scores: jax.Array) -> bool:
+    """Whether deciding ties by re-reading rows (:func:`correct_given_max`) beats one fused pass:
+    for wide rows and from about 2^21 scores on (below, its fixed cost of a loop, a prefix sum
+    and a scatter over N outweighs the pass; measured on XLA:CPU)."""
+    n, k = scores.shape
+    return k > UNROLL_MAX_COLUMNS and n * k >= 2**21
+
+
+@jax.jit
+def top_label_of_logits(
+    logits: jax.Array, labels: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`first_max_correct` for logits ``[N, K]``: ``(max, correct, normaliser)``.
+
+    Wide rows take the row maximum and the softmax normaliser as two plain reductions, then
+    decide correctness from them: the label is the first maximiser iff it attains the maximum
+    and no earlier class does. The second condition can only fail in a row whose normaliser is
+    at least 2 (a tied maximum); only those rows among the ones whose label attains the maximum
+    are re-read, see :func:`correct_given_max`.
+    """
+    if not recheck_pays(logits):
+        return first_max_correct(logits, labels)
+    # The maximum materialised once and read by the normaliser: cheaper than a normaliser that
+    # finds the maximum again inside its own fusion.
+    top = jax.lax.optimization_barrier(jnp.max(logits, axis=-1))
+    norm = jnp.sum(jnp.exp(logits - top[:, None]), axis=-1)
+    return top, correct_given_max(logits, labels, top, norm >= TIE_FACTOR), norm
+
+
+@jax.jit
+def top_label_of_probs(
+    probs: jax.Array, labels: jax.Array, row_max: jax.Array, row_sum: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`first_max_correct` for probabilities ``[N, K]``: ``(max, correct)``, given the row
+    maximum and sum (which the probability check computes anyway).
+
+    A row with a tied maximum has ``row_sum >= 2 * max``; only such rows whose label attains the
+    maximum are re-read (:func:`correct_given_max`). Rows with negative entries are invalid
+    and poisoned by the caller.
+    """
+    if not recheck_pays(probs):
+        return first_max_correct(probs, labels)[:2]
+    maybe_tied = row_sum >= TIE_FACTOR * row_max
+    return row_max, correct_given_max(probs, labels, row_max, maybe_tied)
+
+
+def prefix_sum(x: jax.Array) -> jax.Array:
+    """Inclusive prefix sum along the last axis.
+
+    A log-depth scan: exact for integers and pairwise-accurate for float32; XLA:CPU lowers
+    ``jnp.cumsum`` to a reduce-window that is about twice as slow.
+    """
+    return jax.lax.associative_scan(jnp.add, x, axis=x.ndim - 1)
+
+
+@jax.jit
+def correct_given_max(
+    scores: jax.Array, labels: jax.Array, top: jax.Array, maybe_tied: jax.Array
+) -> jax.Array:
+    """Whether ``labels`` is the first maximiser of each row of ``scores [N, K]``, given the row
+    maximum ``top [N]`` and a flag ``maybe_tied [N]`` that is True wherever the maximum may be
+    attained more than once.
+
+    A label attaining the maximum in an unflagged row is the first maximiser. Flagged rows whose
+    label attains the maximum are gathered, a chunk of rows at a time, and decided exactly by
+    :func:`_first_max_by_lead`, so the cost beyond an ``O(N)`` gather of the label scores is
+    proportional to the number of such rows, not to ``N·K``. When more than 40% of the rows
+    need it, one pass over all rows is cheaper and is taken instead (under ``vmap`` both
+    branches of that choice run). Out-of-range labels give False.
+    """
+    n, k = scores.shape
+    valid = (labels >= 0) & (labels < k)
+    at_label = jnp.take_along_axis(scores, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
+    at_max = valid & (at_label == top)
+    recheck = at_max & maybe_tied
+    count = jnp.sum(recheck, dtype=jnp.int32)
+    chunk = min(n, max(8, 2**19 // k))  # rows per step: about 2^19 scores
+
+    def sparse():
+        # Row indices to re-check first (in order), then `n` (out of bounds: dropped below).
+        slot = jnp.where(recheck, prefix_sum(recheck.astype(jnp.int32)) - 1, n + chunk)
+        rows = jnp.full((n + chunk,), n, jnp.int32).at[slot].set(jnp.arange(n), mode="drop")
+
+        def body(carry):
+            step, correct = carry
+            idx = jax.lax.dynamic_slice(rows, (step * chunk,), (chunk,))
+            safe = jnp.minimum(idx, n - 1)
+            # Materialised: fused into the row reduction, the gather made it twice as slow.
+            block = jax.lax.optimization_barrier(scores[safe])
+            exact = _first_max_by_lead(block, labels[safe])
+            return step + 1, correct.at[idx].set(exact, mode="drop")
+
+        carry = (jnp.int32(0), at_max)
+        return jax.lax.while_loop(lambda c: c[0] * chunk < count, body, carry)[1]
+
+    # Re-reading gathered rows in the loop costs 2-2.6x per score what one pass over all rows
+    # does (XLA:CPU, 100k x 100 and 20k x 1000: the loop's fusions are smaller and run on one
+    # thread), so from about 40% of the rows on the full pass is cheaper.
+    dense = 5 * count > 2 * n
+    return jax.lax.cond(dense, lambda: _first_max_by_lead(scores, labels), sparse)
 
 
 def _first_max_by_columns(scores: jax.Array, labels: jax.Array):

@@ -123,33 +123,48 @@ def check_probabilities(
       ``[...]`` bool: True where the row (binary: the entry) is valid.
     """
     probs = jnp.asarray(probs)
+    if probs.ndim > 1:
+        return probability_rows(probs, name, where)[0]
     x = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
-    if x.ndim == 1:
-        row_ok = (x >= 0) & (x <= 1)
-        message = f"binary {name} must lie in [0, 1] (probability of the positive class)."
+    row_ok = (x >= 0) & (x <= 1)
+    message = f"binary {name} must lie in [0, 1] (probability of the positive class)."
+    _check_rows(row_ok, where, message)
+    return row_ok
+
+
+def probability_rows(
+    probs: ArrayLike, name: str = "probs", where: ArrayLike | None = None
+) -> tuple[Array, Array, Array]:
+    """:func:`check_probabilities` for rows ``[..., K]``, also returning the row maximum and sum
+    (in float32 or wider) that the check computes: ``(row_ok, row_max, row_sum)``."""
+    probs = jnp.asarray(probs)
+    x = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
+    k = x.shape[-1]
+    tol = probability_tolerance(probs.dtype, k)
+    # Row min, max and sum as plain arithmetic reductions: a boolean all() over [N, K] is
+    # materialised as a predicate array on XLA:CPU and made the whole top-label pass 3-5x
+    # slower. Narrow rows go column by column (one fused elementwise loop), as in
+    # _binning.first_max_correct.
+    if k <= 64:
+        columns = [x[..., j] for j in range(k)]
+        low = functools.reduce(jnp.minimum, columns)
+        high = functools.reduce(jnp.maximum, columns)
+        total = functools.reduce(jnp.add, columns)
     else:
-        k = x.shape[-1]
-        tol = probability_tolerance(probs.dtype, k)
-        # Row min, max and sum as plain arithmetic reductions: a boolean all() over [N, K] is
-        # materialised as a predicate array on XLA:CPU and made the whole top-label pass 3-5x
-        # slower. Narrow rows go column by column (one fused elementwise loop), as in
-        # _binning.first_max_correct.
-        if k <= 64:
-            columns = [x[..., j] for j in range(k)]
-            low = functools.reduce(jnp.minimum, columns)
-            high = functools.reduce(jnp.maximum, columns)
-            total = functools.reduce(jnp.add, columns)
-        else:
-            low, high, total = jnp.min(x, axis=-1), jnp.max(x, axis=-1), jnp.sum(x, axis=-1)
-        # NaN propagates through all three and fails every comparison.
-        row_ok = (low >= 0) & (high <= 1) & (jnp.abs(total - 1) <= tol)
-        message = (
-            f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
-            f"{tol:g}; found a row that does not (NaN, negative, or unnormalised)."
-        )
+        low, high, total = jnp.min(x, axis=-1), jnp.max(x, axis=-1), jnp.sum(x, axis=-1)
+    # NaN propagates through all three and fails every comparison.
+    row_ok = (low >= 0) & (high <= 1) & (jnp.abs(total - 1) <= tol)
+    message = (
+        f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
+        f"{tol:g}; found a row that does not (NaN, negative, or unnormalised)."
+    )
+    _check_rows(row_ok, where, message)
+    return row_ok, high, total
+
+
+def _check_rows(row_ok: Array, where: ArrayLike | None, message: str) -> None:
     unmasked_ok = row_ok if where is None else row_ok | ~jnp.asarray(where, bool)
     check_value(jnp.all(unmasked_ok), message)
-    return row_ok
 
 
 def check_nonnegative(value: float, name: str) -> None:

@@ -242,6 +242,82 @@ def test_first_max_correct_matches_numpy_argmax_with_many_ties(k):
     np.testing.assert_allclose(norm, np.exp(z64 - z64.max(1, keepdims=True)).sum(1), rtol=1e-6)
 
 
+def _tie_heavy(n, k, tied_fraction, seed):
+    """Logits whose first rows have integer entries (tied maxima); labels at the first or the
+    last maximiser or random (some out of range)."""
+    rng = np.random.default_rng(seed)
+    z = (rng.normal(size=(n, k)) * 4).astype(np.float32)
+    tied = int(n * tied_fraction)
+    z[:tied] = rng.integers(-2, 2, size=(tied, k))
+    first, last = z.argmax(1), k - 1 - z[:, ::-1].argmax(1)
+    pick = rng.random(n)
+    y = rng.integers(-1, k + 1, n)
+    y = np.where(pick < 0.3, first, np.where(pick < 0.6, last, y)).astype(np.int32)
+    return z, y
+
+
+@pytest.mark.parametrize("k", [100, 1000])
+def test_correct_given_max_rechecks_flagged_rows_in_chunks_or_in_one_pass(k):
+    # Flagged rows whose label attains the maximum are re-read a chunk of rows at a time (sparse)
+    # or, past 40% of the rows, in one pass over all rows (dense). Both must equal NumPy's
+    # first-maximum rule, across several chunks, with out-of-range labels, under jit and vmap.
+    chunk = 2**19 // k
+    n = 12 * chunk
+    z, y = _tie_heavy(n, k, tied_fraction=0.5, seed=k)
+    zj, yj = jnp.asarray(z), jnp.asarray(y)
+    expected = z.argmax(1) == y
+    top = jnp.asarray(z.max(1))
+    tied = (z == z.max(1, keepdims=True)).sum(1) > 1
+    at_max = (z[np.arange(n), np.clip(y, 0, k - 1)] == z.max(1)) & (y >= 0) & (y < k)
+    assert 3 * chunk < np.sum(tied & at_max) < 0.4 * n  # sparse: several chunks
+    assert np.sum(at_max) > 0.4 * n  # flagging every row is the dense case
+    check = jax.jit(_binning.correct_given_max)
+    np.testing.assert_array_equal(check(zj, yj, top, jnp.asarray(tied)), expected)
+    np.testing.assert_array_equal(check(zj, yj, top, jnp.ones(n, bool)), expected)
+    # Unflagged rows are decided by the maximum alone: the flag is what makes ties exact.
+    np.testing.assert_array_equal(check(zj, yj, top, jnp.zeros(n, bool)), at_max)
+    # vmap: members with different numbers of flagged rows stay independent.
+    flags = jnp.stack(
+        [jnp.asarray(tied), jnp.ones(n, bool), jnp.asarray(tied) & (jnp.arange(n) < 9)]
+    )
+    out = jax.vmap(check, in_axes=(None, None, None, 0))(zj, yj, top, flags)
+    for row in out[:2]:
+        np.testing.assert_array_equal(row, expected)
+    np.testing.assert_array_equal(out[2], np.where(np.arange(n) < 9, expected, at_max))
+
+
+@pytest.mark.parametrize("k", [65, 1000])
+def test_wide_rows_with_ties_give_numpy_argmax_results_in_every_metric(k):
+    # From 2^21 scores on, wide rows take the row maximum (and the normaliser or the row sum) and
+    # re-read only rows that may hold a tied maximum. Exact ties of logits stay exact ties of
+    # softmax probabilities; the metrics must follow NumPy's first-maximum rule.
+    n = 2**21 // k + 7
+    z, y = _tie_heavy(n, k, tied_fraction=0.3, seed=k + 1)
+    y = np.clip(y, 0, k - 1)
+    zj, yj = jnp.asarray(z), jnp.asarray(y)
+    expected = z.argmax(1) == y
+    assert _binning.recheck_pays(zj)
+    _, correct, _ = jax.jit(_binning.top_label_of_logits)(zj, yj)
+    np.testing.assert_array_equal(correct, expected)
+    p = jax.nn.softmax(zj)
+    np.testing.assert_array_equal(np.asarray(p).argmax(1), z.argmax(1))  # ties stay exact
+    top, correct_p = jax.jit(_binning.top_label_of_probs)(p, yj, p.max(1), p.sum(1))
+    np.testing.assert_array_equal(correct_p, expected)
+    np.testing.assert_array_equal(top, np.asarray(p).max(1))
+    p64 = np.asarray(p, np.float64)
+    tol = dict(atol=1e-5, rtol=0)
+    reference = ref_ece(p64, y, 15)
+    np.testing.assert_allclose(cm.ece(p, yj), reference, **tol)
+    np.testing.assert_allclose(cm.ece(zj, yj, from_logits=True), reference, **tol)
+    np.testing.assert_allclose(cm.ada_ece(p, yj), ref_ada(p64, y, 15), **tol)
+    r = cm.calibration_report(zj, yj)
+    np.testing.assert_allclose(r.accuracy, np.mean(expected), **tol)
+    np.testing.assert_allclose(r.ece, reference, **tol)
+    np.testing.assert_allclose(
+        cm.CalibrationState.from_batch(p, yj).compute().ece, reference, **tol
+    )
+
+
 def test_binary_input_is_positive_class_calibration():
     rng = np.random.default_rng(0)
     p = rng.random(500).astype(np.float32)

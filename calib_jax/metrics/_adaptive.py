@@ -8,17 +8,12 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from calib_jax import _binning
 from calib_jax import _validation as v
 from calib_jax.metrics import _inputs
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
-
-
-def _cumsum(x: Array) -> Array:
-    # A log-depth scan: exact for int32 and pairwise-accurate for float32 (XLA:CPU lowers
-    # jnp.cumsum to a reduce_window).
-    return jax.lax.associative_scan(jnp.add, x)
 
 
 def sort_key(conf: Array, correct: Array, keep: Array | None) -> Array:
@@ -178,11 +173,11 @@ def equal_mass_ece_by_sort(conf: Array, correct: Array, w: Array | None, num_bin
         key, w_s = jax.lax.sort((sort_key(conf, correct, w > 0), w), num_keys=1)
         c_s, a_s = unpack_key(key)
         gap_s = jnp.where(w_s > 0, a_s - c_s, 0)
-    cgap = _cumsum(w_s.astype(dtype) * gap_s)
+    cgap = _binning.prefix_sum(w_s.astype(dtype) * gap_s)
     # NaN confidences (poisoned rows) sort to the front and would be skipped by the boundary
     # lookup when they sit exactly at a boundary; propagate them explicitly.
     poison = 0 * cgap[-1]
-    return equal_mass_gap(_cumsum(w_s), cgap, gap_s, num_bins) + poison
+    return equal_mass_gap(_binning.prefix_sum(w_s), cgap, gap_s, num_bins) + poison
 
 
 def array_split_boundaries(cw: Array, num_bins: int) -> tuple[Array, Array, Array, Array]:

@@ -95,7 +95,7 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
             correct = labels == 1
             valid = (labels == 0) | (labels == 1)
         else:
-            _, correct, norm = _binning.first_max_correct(x, labels)
+            _, correct, norm = _binning.top_label_of_logits(x, labels)
             # max softmax = exp(0) / sum(exp(z - max)): the same float as max(softmax(z)).
             conf = 1.0 / norm
             valid = (labels >= 0) & (labels < k)
@@ -103,8 +103,9 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
         conf, correct = x, labels == 1
         valid = ((labels == 0) | (labels == 1)) & v.check_probabilities(probs, "probs", where)
     else:
-        conf, correct, _ = _binning.first_max_correct(x, labels)
-        valid = (labels >= 0) & (labels < k) & v.check_probabilities(probs, "probs", where)
+        row_ok, row_max, row_sum = v.probability_rows(probs, "probs", where)
+        conf, correct = _binning.top_label_of_probs(x, labels, row_max, row_sum)
+        valid = (labels >= 0) & (labels < k) & row_ok
     conf = jnp.where(valid, conf, jnp.nan)
     w = combined_weights(where, weights)
     if w is not None:

@@ -77,11 +77,14 @@ def logits_pass(logits: Array, labels: Array) -> _Pass:
             brier=_scores.per_sample_brier(p, labels),
             hit=(z > 0) == positive,
         )
-    _, hit, _ = _binning.first_max_correct(z, labels)
     # Row max and sum as plain reductions, materialised by the barrier: the [N, K] consumers
     # below would otherwise recompute them per element.
     top = jax.lax.optimization_barrier(jnp.max(z, axis=-1))
     s = jax.lax.optimization_barrier(jnp.sum(jnp.exp(z - top[:, None]), axis=-1))
+    if _binning.recheck_pays(z):
+        hit = _binning.correct_given_max(z, labels, top, s >= _binning.TIE_FACTOR)
+    else:
+        _, hit, _ = _binning.first_max_correct(z, labels)
     p = jnp.exp(z - top[:, None]) / s[:, None]
     log_p_y = v.take_label(z, labels) - top - jnp.log(s)
     conf = jnp.where(jnp.isnan(log_p_y), jnp.nan, 1.0 / s)

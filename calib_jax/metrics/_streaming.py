@@ -412,7 +412,8 @@ def _probs_pass(p: Array, labels: Array) -> _report._Pass:
             brier=_scores.per_sample_brier(x, labels),
             hit=(x > 0.5) == positive,
         )
-    top, hit, _ = _binning.first_max_correct(x, labels)
+    # The rows were checked by the caller; their maximum and sum give the tie test.
+    top, hit = _binning.top_label_of_probs(x, labels, jnp.max(x, axis=-1), jnp.sum(x, axis=-1))
     p_y = v.take_label(x, labels)
     return _report._Pass(
         conf=jnp.where(jnp.isnan(p_y), jnp.nan, top),
@@ -430,14 +431,16 @@ def _ada_from_fine(s: CalibrationState) -> Array:
     gap = s.fine_correct.astype(jnp.float32) - s.fine_confidence
     unit = gap / jnp.maximum(count, 1).astype(jnp.float32)
     return _adaptive.equal_mass_gap(
-        _adaptive._cumsum(count), _adaptive._cumsum(gap), unit, s.num_bins
+        _binning.prefix_sum(count), _binning.prefix_sum(gap), unit, s.num_bins
     )
 
 
 @jax.jit
 def _ada_bound(s: CalibrationState) -> Array:
     count = s.fine_count
-    total, bounds, j, prev = _adaptive.array_split_boundaries(_adaptive._cumsum(count), s.num_bins)
+    total, bounds, j, prev = _adaptive.array_split_boundaries(
+        _binning.prefix_sum(count), s.num_bins
+    )
     jc = jnp.minimum(j, count.shape[0] - 1)
     k = (bounds - prev)[1:-1]
     n = count[jc][1:-1]
