@@ -235,7 +235,9 @@ def correct_given_max(
 
     def sparse():
         # Row indices to re-check first (in order), then `n` (out of bounds: dropped below).
-        slot = jnp.where(recheck, prefix_sum(recheck.astype(jnp.int32)) - 1, n + chunk)
+        # jnp.cumsum rather than prefix_sum: ~0.1 ms slower at N = 10^5 but one op, where the
+        # scan's 2·log2(N) ops added 0.4 s to the compile time of every metric using this.
+        slot = jnp.where(recheck, jnp.cumsum(recheck, dtype=jnp.int32) - 1, n + chunk)
         rows = jnp.full((n + chunk,), n, jnp.int32).at[slot].set(jnp.arange(n), mode="drop")
 
         def body(carry):
