@@ -15,6 +15,13 @@ plausible number; masked (``where=False``) and zero-weight samples are exempt.
 Top-label metrics take ``from_logits=True`` (no ``[N, K]`` probabilities formed); every metric
 takes ``where=`` and non-negative ``weights=`` (integer weights act as replicated samples), which
 :func:`bootstrap` uses for confidence intervals by ``vmap`` over resampling weights.
+
+Cost of the top-label pass over ``[N, K]`` input: the row maximum and the softmax normaliser (or
+the probability-row check) read it about twice. The first-maximum tie rule needs a row re-read
+only where the label attains a maximum that may be tied (confidence at most 1/2); from ``2^21``
+scores on with ``K > 64``, only those rows are re-read, so the cost grows with the number of
+correct predictions of confidence at most 1/2 and is capped at one extra pass (taken whenever
+more than 40% of the rows need it).
 """
 
 from calib_jax._binning import BinSums
