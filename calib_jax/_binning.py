@@ -253,8 +253,8 @@ def correct_given_max(
         return jax.lax.while_loop(lambda c: c[0] * chunk < count, body, carry)[1]
 
     # Re-reading gathered rows in the loop costs 2-2.6x per score what one pass over all rows
-    # does (XLA:CPU, 100k x 100 and 20k x 1000: the loop's fusions are smaller and run on one
-    # thread), so from about 40% of the rows on the full pass is cheaper.
+    # does (gather, scatter and per-step overhead; XLA:CPU at 100k x 100 and 20k x 1000), so
+    # from about 40% of the rows on the full pass is cheaper.
     dense = 5 * count > 2 * n
     return jax.lax.cond(dense, lambda: _first_max_by_lead(scores, labels), sparse)
 
