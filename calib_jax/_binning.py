@@ -226,9 +226,7 @@ def correct_given_max(
     branches of that choice run). Out-of-range labels give False.
     """
     n, k = scores.shape
-    valid = (labels >= 0) & (labels < k)
-    at_label = jnp.take_along_axis(scores, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
-    at_max = valid & (at_label == top)
+    at_max = v.take_label(scores, labels) == top  # NaN (never equal) for out-of-range labels
     recheck = at_max & maybe_tied
     count = jnp.sum(recheck, dtype=jnp.int32)
     chunk = min(n, max(8, 2**19 // k))  # rows per step: about 2^19 scores
