@@ -225,13 +225,19 @@ class CalibrationState(NamedTuple):
         _inputs.check_common(predictions, labels, where, None)
         x = jnp.asarray(predictions)
         labels = jnp.asarray(labels)
+        row_stats = None
         if from_logits:
             v.check_finite(x, "logits", where)
+        elif x.ndim == 2:
+            # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier. The
+            # check's row maximum and sum also give the first-maximum tie test.
+            row_ok, row_max, row_sum = v.probability_rows(x, "probs", where)
+            labels = _inputs.poison_labels(labels, row_ok)
+            row_stats = (row_max, row_sum)
         else:
-            # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier.
             labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", where))
         w = None if where is None else jnp.asarray(where, bool)
-        return _batch_state(x, labels, w, num_bins, from_logits)
+        return _batch_state(x, labels, w, num_bins, from_logits, row_stats)
 
     def merge(self, other: CalibrationState) -> CalibrationState:
         """Add two states (associative and commutative; :meth:`empty` is the identity).
@@ -359,11 +365,11 @@ def _merge(a: CalibrationState, b: CalibrationState) -> CalibrationState:
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins", "from_logits"))
-def _batch_state(x, labels, where, num_bins, from_logits) -> CalibrationState:
+def _batch_state(x, labels, where, num_bins, from_logits, row_stats=None) -> CalibrationState:
     if from_logits:
         q = _report.logits_pass(x, labels)
     else:
-        q = _probs_pass(x, labels)
+        q = _probs_pass(x, labels, row_stats)
     sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
     gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
     fine = fine_bucket(q.conf)
@@ -399,7 +405,9 @@ def _masked_sum(x: Array, where: Array | None) -> Array:
     return jnp.sum(x if where is None else jnp.where(where, x, 0))
 
 
-def _probs_pass(p: Array, labels: Array) -> _report._Pass:
+def _probs_pass(p: Array, labels: Array, row_stats: tuple[Array, Array] | None) -> _report._Pass:
+    """Per-sample quantities of checked probabilities; ``row_stats`` is the row maximum and sum
+    of :func:`calib_jax._validation.probability_rows` for ``[N, K]`` input."""
     x = v.to_compute_dtype(p)
     if x.ndim == 1:
         valid = (labels == 0) | (labels == 1)
@@ -412,8 +420,7 @@ def _probs_pass(p: Array, labels: Array) -> _report._Pass:
             brier=_scores.per_sample_brier(x, labels),
             hit=(x > 0.5) == positive,
         )
-    # The rows were checked by the caller; their maximum and sum give the tie test.
-    top, hit = _binning.top_label_of_probs(x, labels, jnp.max(x, axis=-1), jnp.sum(x, axis=-1))
+    top, hit = _binning.top_label_of_probs(x, labels, *row_stats)
     p_y = v.take_label(x, labels)
     return _report._Pass(
         conf=jnp.where(jnp.isnan(p_y), jnp.nan, top),
