@@ -177,6 +177,29 @@ def check_unit_interval(value: float, name: str) -> None:
         raise ValueError(f"{name} must lie in [0, 1], got {value}.")
 
 
+def hyperparameter(
+    value: ArrayLike, name: str, *, low: float = 0.0, high: float = np.inf, open_low: bool = False
+) -> ArrayLike:
+    """A finite hyperparameter in ``[low, high]`` (``(low, high]`` with ``open_low``).
+
+    A concrete value (Python number or array) outside the range, NaN or infinite raises
+    ``ValueError`` at once, at trace time under ``jit`` too, and is returned as given. A traced
+    value is a value check (a checkify check under :func:`calib_jax.validation.checked`) and
+    comes back with every out-of-range entry replaced by NaN, so that a loss computed from it is
+    NaN (value and gradient) instead of a plausible number.
+    """
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+    if not isinstance(value, jax.core.Tracer):
+        arr = np.asarray(value, np.float64)
+        ok = np.isfinite(arr) & (arr > low if open_low else arr >= low) & (arr <= high)
+        if not np.all(ok):
+            raise ValueError(f"{name} must be finite and lie in {interval}, got {value}.")
+        return value
+    ok = jnp.isfinite(value) & (value > low if open_low else value >= low) & (value <= high)
+    check_value(jnp.all(ok), f"{name} must be finite and lie in {interval}; got a value outside.")
+    return jnp.where(ok, value, jnp.nan)
+
+
 def check_num_bins(num_bins: int) -> int:
     if isinstance(num_bins, bool) or not isinstance(num_bins, int | np.integer):
         raise TypeError(f"num_bins must be a static Python int, got {type(num_bins).__name__}.")
