@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from calib_jax import _validation
 from calib_jax.losses import _common
-from calib_jax.losses._mmce import mmce
+from calib_jax.losses._mmce import VARIANTS, mmce
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -20,6 +20,7 @@ def scalar_objective(
     *,
     mmce_weight: float = 0.0,
     kernel_width: float = 0.4,
+    mmce_variant: str = "kumar2018",
 ) -> Callable[..., Array]:
     r"""Wrap a per-example loss into ``objective(logits, labels, where=None) -> scalar``.
 
@@ -29,8 +30,10 @@ def scalar_objective(
 
     the mean of ``loss_fn(logits, labels, where=where)`` over the valid entries (0 when none is
     valid) plus, when ``mmce_weight = λ > 0``, the weighted MMCE of the same batch
-    (:func:`mmce` with ``weighted=True``), the training objective of Kumar et al. (2018)
-    (they used ``λ = 2`` on CIFAR and 8 on 20 Newsgroups with cross-entropy). Bind
+    (:func:`mmce` with ``weighted=True`` and ``variant=mmce_variant``), the training objective
+    of Kumar et al. (2018) (they used ``λ = 2`` on CIFAR and 8 on 20 Newsgroups with
+    cross-entropy; Mukhoti et al. (2020) trained their MMCE rows with ``λ = 2`` and
+    ``mmce_variant="mukhoti2020"``, the normalisation of their code). Bind
     hyperparameters first, e.g. ``functools.partial(focal_loss, gamma=3.0)``. For a loss with
     one value per logit (:func:`sigmoid_focal_loss`, ``labels`` = targets) the mean runs over
     every valid element. Padded batches: pass ``where`` and padded rows count for nothing.
@@ -40,13 +43,16 @@ def scalar_objective(
         module (or anything with that signature).
       mmce_weight: ``λ >= 0``; 0 adds no MMCE term (and costs nothing).
       kernel_width: Laplacian kernel width for the MMCE term.
+      mmce_variant: ``"kumar2018"`` (the equation) or ``"mukhoti2020"`` (the code of Mukhoti
+        et al. 2020): see :func:`mmce`.
 
     Returns:
       ``objective(logits, labels, where=None) -> scalar`` (float32 or wider), ready for
       ``jax.value_and_grad`` in an optax train step.
 
     Raises:
-      ValueError: a negative ``mmce_weight``; the objective raises on an empty batch.
+      ValueError: a negative ``mmce_weight``, an unknown ``mmce_variant``; the objective
+        raises on an empty batch.
 
     Examples:
       >>> import functools, jax.numpy as jnp
@@ -64,6 +70,8 @@ def scalar_objective(
       Mean Embeddings", ICML 2018.
     """
     _validation.check_nonnegative(mmce_weight, "mmce_weight")
+    if mmce_variant not in VARIANTS:
+        raise ValueError(f"mmce_variant must be one of {VARIANTS}, got {mmce_variant!r}.")
 
     def objective(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None) -> Array:
         per_example = loss_fn(logits, labels, where=where)
@@ -80,7 +88,12 @@ def scalar_objective(
             value = total / jnp.maximum(jnp.sum(mask), 1).astype(per_example.dtype)
         if isinstance(mmce_weight, jax.core.Tracer) or mmce_weight > 0:
             value = value + mmce_weight * mmce(
-                logits, labels, weighted=True, kernel_width=kernel_width, where=where
+                logits,
+                labels,
+                weighted=True,
+                variant=mmce_variant,
+                kernel_width=kernel_width,
+                where=where,
             )
         return value
 
