@@ -42,6 +42,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--losses", help=f"comma-separated subset of {','.join(ALL_LOSSES)}")
     p.add_argument("--num_epochs", type=int, help="override the config's epochs")
     p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument(
+        "--mmce_variant",
+        choices=("mukhoti2020", "kumar2018"),
+        help="MMCE_w of the 'mmce' row: the paper code's normalisation (mukhoti2020, the "
+        "configs' default) or the MMCE paper's equation (kumar2018)",
+    )
     p.add_argument("--workdir", default="results/compare_losses", help="results folder")
     p.add_argument("--data_dir", help="tensorflow-datasets data directory")
     p.add_argument(
@@ -69,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     config = get_config(args.config)
     overrides = {
         k: getattr(args, k)
-        for k in ("dataset", "model", "num_epochs", "seed")
+        for k in ("dataset", "model", "num_epochs", "seed", "mmce_variant")
         if getattr(args, k) is not None
     }
     if args.losses:

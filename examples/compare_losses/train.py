@@ -42,16 +42,21 @@ def make_objective(name: str, config: Config) -> Objective:
     """The scalar training objective ``objective(logits, labels, where=None)`` for ``name``.
 
     ``ce`` cross-entropy, ``brier`` Brier score, ``mmce`` CE + λ·MMCE_w (λ =
-    ``config.mmce_weight``), ``ls`` label smoothing (``config.ls_epsilon``, paper variant by
-    default), ``fl3`` focal loss γ = 3, ``flsd53`` sample-dependent focal loss (γ = 5 below
-    p_y = 0.2, else 3). All are built with :func:`calib_jax.losses.scalar_objective`.
+    ``config.mmce_weight``, MMCE_w normalised as ``config.mmce_variant``), ``ls`` label
+    smoothing (``config.ls_epsilon``, paper variant by default), ``fl3`` focal loss γ = 3,
+    ``flsd53`` sample-dependent focal loss (γ = 5 below p_y = 0.2, else 3). All are built
+    with :func:`calib_jax.losses.scalar_objective`.
     """
-    return _objective(name, config.mmce_weight, config.ls_epsilon, config.ls_paper_variant)
+    return _objective(
+        name, config.mmce_weight, config.ls_epsilon, config.ls_paper_variant, config.mmce_variant
+    )
 
 
 # Cached so that runs with the same loss share one function object, hence one compiled step.
 @functools.cache
-def _objective(name: str, mmce: float, ls_epsilon: float, ls_paper_variant: bool) -> Objective:
+def _objective(
+    name: str, mmce: float, ls_epsilon: float, ls_paper_variant: bool, mmce_variant: str
+) -> Objective:
     L = calib_jax.losses
     per_example = {
         "ce": L.cross_entropy,
@@ -67,7 +72,11 @@ def _objective(name: str, mmce: float, ls_epsilon: float, ls_paper_variant: bool
     }
     if name not in per_example:
         raise ValueError(f"unknown loss {name!r}; choose from {sorted(per_example)}")
-    return L.scalar_objective(per_example[name], mmce_weight=mmce if name == "mmce" else 0.0)
+    return L.scalar_objective(
+        per_example[name],
+        mmce_weight=mmce if name == "mmce" else 0.0,
+        mmce_variant=mmce_variant,
+    )
 
 
 def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -38,8 +38,11 @@ class Config:
     val_fraction: float = 0.1
     num_bins: int = 15
     seed: int = 0
-    # MMCE: the paper's CIFAR objective is mean CE + λ·MMCE_w with λ = 2.
+    # MMCE: the paper's CIFAR objective is mean CE + λ·MMCE_w with λ = 2, MMCE_w as the
+    # authors' code normalises it ("mukhoti2020"); "kumar2018" is the equation of the MMCE
+    # paper (see calib_jax.losses.mmce for how the two relate).
     mmce_weight: float = 2.0
+    mmce_variant: str = "mukhoti2020"
     # LS: the paper's variant (1-ε on the true class, ε/(K-1) elsewhere) with ε = 0.05, so
     # the "ls" row is comparable with the paper's LS-0.05 numbers.
     ls_epsilon: float = 0.05
