@@ -103,7 +103,7 @@ def test_train_order_depends_only_on_seed_and_epoch(digits):
 def test_missing_tfds_dataset_fails_fast_with_instructions(tmp_path, monkeypatch):
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="--download"):
-        input_pipeline.get_splits("fashion_mnist", seed=0, data_dir=str(tmp_path))
+        input_pipeline.get_splits("mnist", seed=0, data_dir=str(tmp_path))
     monkeypatch.setattr(input_pipeline, "_network_available", lambda: False)
     with pytest.raises(RuntimeError, match="no network"):
         input_pipeline.get_splits("cifar10", seed=0, data_dir=str(tmp_path), download=True)

@@ -98,6 +98,8 @@ def run(
     mesh = train.make_mesh()
     rows: list[dict] = []
     train_losses: dict[str, list[float]] = {}
+    curves: dict[str, dict[str, list[float]]] = {}
+    train_errors: dict[str, float | None] = {}
     seconds: dict[str, float] = {}
     for loss in config.losses:
         start = time.perf_counter()
@@ -112,6 +114,8 @@ def run(
         calibrated = calibrate((result.validation, result.test), num_bins=config.num_bins)
         seconds[loss] = time.perf_counter() - start
         train_losses[loss] = result.losses
+        curves[loss] = result.curves
+        train_errors[loss] = result.train_error
         rows.extend(_row(loss, name, t, report) for name, t, report, _ in calibrated)
         if plots and jax.process_index() == 0:
             _plot(workdir / f"reliability_{loss}.png", loss, calibrated, result.test.labels, config)
@@ -129,13 +133,49 @@ def run(
             "config": dataclasses.asdict(config),
             "rows": rows,
             "train_loss_per_epoch": train_losses,
+            # Per-epoch curves since the start of training (resumes included).
+            "curves": curves,
+            "final_train_error": train_errors,
             "seconds_per_loss": seconds,
             "devices": [str(d) for d in jax.devices()],
             "platform": platform.platform(),
             "jax": jax.__version__,
         }
         (workdir / "results.json").write_text(json.dumps(meta, indent=1))
+        if plots and config.track_curves:
+            plot_curves(workdir / "training_curves.png", curves, title=config.dataset)
     return rows
+
+
+def plot_curves(path: Path, curves: dict[str, dict[str, list[float]]], *, title: str) -> None:
+    """Training curves of every loss: train loss, test error, test NLL and test ECE per epoch
+    (the analogue of Mukhoti et al. 2020, Fig. 1-2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("train_loss", "train loss (objective)", False),
+        ("test_error", "test error %", True),
+        ("test_nll", "test NLL", False),
+        ("test_ece", "test ECE % (15 bins)", True),
+    )
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), layout="constrained")
+    for ax, (field, label, percent) in zip(axes, panels, strict=True):
+        for loss, c in curves.items():
+            values = np.asarray(c.get(field, []), dtype=float) * (100 if percent else 1)
+            if values.size:
+                ax.plot(np.arange(1, values.size + 1), values, label=LOSS_TITLES.get(loss, loss))
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        if field == "train_loss":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Training curves — {title}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _plot(path: Path, loss: str, calibrated, labels: np.ndarray, config: Config) -> None:

@@ -6,6 +6,11 @@ the training split, as in Mukhoti et al. 2020. The offline default ``digits`` wr
 scikit-learn's bundled 8×8 digits (1,797 real images) in the same interface, so it flows
 through exactly the same batching and preprocessing as a tfds source.
 
+Fashion-MNIST is read from its four original IDX files (``*-idx?-ubyte.gz``), found in
+``data_dir`` or where Debian's ``dataset-fashion-mnist`` package installs them, so it works
+offline; every file's magic number, dimensions and length are checked, so a truncated or
+corrupt file is an error, never a silently short dataset.
+
 Downloads are never attempted unless asked for (``download=True``); a dataset that is not
 prepared locally fails at once with a message saying what to do.
 """
@@ -13,6 +18,8 @@ prepared locally fails at once with a message saying what to do.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import os
 import socket
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -21,7 +28,18 @@ import grain
 import numpy as np
 
 OFFLINE_DATASET = "digits"
-TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist")
+# Read from IDX files on local disk (no tfds, no network).
+IDX_DATASETS = ("fashion_mnist",)
+TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "mnist")
+DATASETS = (OFFLINE_DATASET, *IDX_DATASETS, *TFDS_DATASETS)
+# Where `apt-get install dataset-fashion-mnist` puts the four IDX files.
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
 # Digits has no official test split: a fixed 20% (independent of the run seed) so that runs
 # with different seeds are evaluated on the same images.
 _DIGITS_TEST_FRACTION = 0.2
@@ -115,6 +133,74 @@ def _digits() -> tuple[ArraySource, ArraySource, DatasetInfo]:
     )
 
 
+class IdxError(RuntimeError):
+    """An IDX file that is missing, truncated or not what its name says."""
+
+
+# IDX magic: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: str | os.PathLike, *, ndim: int) -> np.ndarray:
+    """Reads one gzip-compressed IDX file of unsigned bytes with ``ndim`` dimensions.
+
+    Raises:
+      IdxError: the file is not gzip, its magic number is not that of a ``ndim``-dimensional
+        unsigned-byte IDX array, or it holds fewer or more bytes than its header declares.
+    """
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:  # gzip reports a truncated stream as EOFError
+        raise IdxError(f"{path}: cannot read as a gzip file ({err})") from err
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IdxError(f"{path}: {len(data)} bytes, shorter than an IDX header")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != (_IDX_UBYTE << 8 | ndim):
+        raise IdxError(
+            f"{path}: magic number 0x{magic:08x}, expected 0x{_IDX_UBYTE << 8 | ndim:08x} "
+            f"(unsigned bytes, {ndim} dimension(s))"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(shape))
+    if len(data) - header != size:
+        raise IdxError(
+            f"{path}: header declares shape {shape} ({size} bytes) but the file holds "
+            f"{len(data) - header} bytes of data (truncated or corrupt)"
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+def _fashion_mnist(data_dir: str | None) -> tuple[ArraySource, ArraySource, DatasetInfo]:
+    directory = data_dir or FASHION_MNIST_DEBIAN_DIR
+    paths = {k: os.path.join(directory, f) for k, f in FASHION_MNIST_FILES.items()}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise RuntimeError(
+            f"Fashion-MNIST IDX files not found: {', '.join(missing)}. Install them with "
+            "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or pass --data_dir with "
+            f"a folder holding {', '.join(FASHION_MNIST_FILES.values())}."
+        )
+    arrays = {}
+    for split in ("train", "test"):
+        images = read_idx(paths[f"{split}_images"], ndim=3)
+        labels = read_idx(paths[f"{split}_labels"], ndim=1)
+        if len(images) != len(labels):
+            raise IdxError(
+                f"{paths[f'{split}_images']} holds {len(images)} images but "
+                f"{paths[f'{split}_labels']} holds {len(labels)} labels"
+            )
+        if images.shape[1:] != (28, 28) or labels.max(initial=0) > 9:
+            raise IdxError(
+                f"{directory}: {split} images of shape {images.shape[1:]} with labels up to "
+                f"{labels.max(initial=0)}; Fashion-MNIST is 28×28 with labels 0-9"
+            )
+        arrays[split] = (images[..., None], labels.astype(np.int64))
+    info = DatasetInfo("fashion_mnist", 10, (28, 28, 1), 255.0)
+    return ArraySource(*arrays["train"]), ArraySource(*arrays["test"]), info
+
+
 def _network_available(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -166,10 +252,12 @@ def get_splits(
     """Train / validation / test sources for ``name``.
 
     Args:
-      name: ``"digits"`` (offline) or one of :data:`TFDS_DATASETS`.
+      name: ``"digits"`` (offline), ``"fashion_mnist"`` (IDX files on disk) or one of
+        :data:`TFDS_DATASETS`.
       seed: seeds the validation split.
       val_fraction: share of the training split held out for validation (post-hoc calibration).
-      data_dir: tfds data directory.
+      data_dir: tfds data directory; for ``fashion_mnist`` the folder of its IDX files
+        (default: Debian's install location).
       download: allow tfds to download and prepare the dataset (needs network).
 
     Returns:
@@ -177,12 +265,12 @@ def get_splits(
     """
     if name == OFFLINE_DATASET:
         train, test, info = _digits()
+    elif name == "fashion_mnist":
+        train, test, info = _fashion_mnist(data_dir)
     elif name in TFDS_DATASETS:
         train, test, info = _tfds(name, data_dir=data_dir, download=download)
     else:
-        raise ValueError(
-            f"unknown dataset {name!r}; choose {OFFLINE_DATASET!r} or one of {TFDS_DATASETS}"
-        )
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     train_idx, val_idx = split_train_validation(len(train), val_fraction=val_fraction, seed=seed)
     return Splits(SubsetSource(train, train_idx), SubsetSource(train, val_idx), test, info)
 

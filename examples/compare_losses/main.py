@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default="default", help="config module name or .py path")
     p.add_argument(
         "--dataset",
-        choices=(input_pipeline.OFFLINE_DATASET, *input_pipeline.TFDS_DATASETS),
+        choices=input_pipeline.DATASETS,
         help="override the config's dataset",
     )
     p.add_argument("--model", choices=models.MODELS, help="override the config's model")

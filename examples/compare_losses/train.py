@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -306,15 +307,43 @@ def _restore(manager: ocp.CheckpointManager, state: nnx.State) -> tuple[nnx.Stat
     return state, epoch
 
 
+# Per-epoch quantities of the training curves (``config.track_curves``).
+CURVE_FIELDS = ("train_loss", "test_error", "test_nll", "test_ece")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """What :func:`train_and_evaluate` returns: final state, per-epoch mean losses, and the
-    validation and test evaluations used for post-hoc calibration and the table."""
+    """What :func:`train_and_evaluate` returns: final state, per-epoch mean losses of the epochs
+    run by this call, the validation and test evaluations used for post-hoc calibration and
+    the table, and the training curves.
+
+    ``curves`` maps each of :data:`CURVE_FIELDS` to one value per epoch since the start of
+    training (kept across resumes in the checkpoint folder's ``history.json``); the test
+    fields are filled only with ``config.track_curves``. ``train_error`` is the final model's
+    error on the training examples it was trained on (evaluation mode), with
+    ``config.track_curves``, else ``None``.
+    """
 
     state: nnx.State
     losses: list[float]
     validation: Evaluation
     test: Evaluation
+    curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    train_error: float | None = None
+
+
+def _history_path(workdir: Path) -> Path:
+    return workdir.resolve() / "history.json"
+
+
+def _load_history(workdir: Path | None, epoch: int) -> dict[str, list[float]]:
+    """The curves of the first ``epoch`` epochs saved beside the checkpoints (empty lists if
+    none were saved, e.g. a run from before curves were recorded)."""
+    history: dict[str, list[float]] = {k: [] for k in CURVE_FIELDS}
+    if workdir is not None and epoch > 0 and _history_path(workdir).exists():
+        saved = json.loads(_history_path(workdir).read_text())
+        history.update({k: list(v[:epoch]) for k, v in saved.items() if k in history})
+    return history
 
 
 def train_and_evaluate(
@@ -360,6 +389,8 @@ def train_and_evaluate(
     if workdir is not None:
         manager = _checkpoint_manager(Path(workdir), config.checkpoint_every_epochs)
         state, start = _restore(manager, state)
+    history = _load_history(None if workdir is None else Path(workdir), start)
+    kwargs = dict(batch_size=config.eval_batch_size, num_bins=config.num_bins)
 
     epoch_losses: list[float] = []
     bar = tqdm(
@@ -385,19 +416,36 @@ def train_and_evaluate(
             state, loss = train_step(state, images, labels)
             total = total + loss
         epoch_losses.append(float(total) / steps_per_epoch)
-        bar.set_postfix(loss=f"{epoch_losses[-1]:.4f}")
+        history["train_loss"].append(epoch_losses[-1])
+        postfix = {"loss": f"{epoch_losses[-1]:.4f}"}
+        if config.track_curves:
+            report = evaluate(eval_step, state, splits.test, splits.info, mesh, **kwargs).report
+            history["test_error"].append(float(report.error))
+            history["test_nll"].append(float(report.nll))
+            history["test_ece"].append(float(report.ece))
+            postfix.update(
+                err=f"{history['test_error'][-1]:.4f}", nll=f"{history['test_nll'][-1]:.3f}"
+            )
+        bar.set_postfix(postfix)
         if manager is not None:
             done = epoch + 1
             if done % config.checkpoint_every_epochs == 0 or done == config.num_epochs:
                 manager.save(done, args=ocp.args.StandardSave(nnx.to_pure_dict(state)), force=True)
+                if jax.process_index() == 0:
+                    _history_path(Path(workdir)).write_text(json.dumps(history))
     if manager is not None:
         manager.wait_until_finished()
         manager.close()
 
-    kwargs = dict(batch_size=config.eval_batch_size, num_bins=config.num_bins)
+    train_error = None
+    if config.track_curves:
+        train_eval = evaluate(eval_step, state, train_source, splits.info, mesh, **kwargs)
+        train_error = float(train_eval.report.error)
     return TrainResult(
         state,
         epoch_losses,
         evaluate(eval_step, state, splits.validation, splits.info, mesh, **kwargs),
         evaluate(eval_step, state, splits.test, splits.info, mesh, **kwargs),
+        curves=history,
+        train_error=train_error,
     )

@@ -50,6 +50,8 @@ class Config:
     checkpoint_every_epochs: int = 5
     # Keep the first N training examples (None: all): smoke tests, small-data regimes.
     max_train_examples: int | None = None
+    # Evaluate on the test split after every epoch (test error, NLL, ECE: the training curves).
+    track_curves: bool = False
 
     def replace(self, **changes) -> Config:
         """A copy with ``changes`` applied."""
