@@ -23,8 +23,11 @@ def cross_entropy(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | No
     any finite logits. Same value as ``optax.softmax_cross_entropy_with_integer_labels``.
 
     Conventions: computed in float32 (or float64 for float64 input) whatever the input dtype
-    and returned in that dtype; an out-of-range label raises ``ValueError`` on concrete inputs
-    and gives NaN under ``jit`` (see :mod:`calib_jax.validation`).
+    and returned in that dtype. Invalid input, an out-of-range label or a NaN or infinite
+    logit (``-inf`` included: it is not read as "probability 0"), raises ``ValueError`` on
+    concrete inputs, raises under :func:`calib_jax.validation.checked`, and gives its row NaN
+    (value and gradient) under plain ``jit``; every loss in :mod:`calib_jax.losses` does the
+    same.
 
     Args:
       logits: ``[..., K]`` floating logits, any number of leading batch dimensions.
@@ -77,7 +80,9 @@ def label_smoothing_cross_entropy(
     Args:
       logits: ``[..., K]`` floating logits.
       labels: ``[...]`` integer class indices in ``[0, K)``.
-      epsilon: smoothing strength in ``[0, 1]`` (static or traced scalar).
+      epsilon: smoothing strength in ``[0, 1]`` (static or traced scalar; a traced value
+        outside it gives NaN under ``jit`` and raises under
+        :func:`calib_jax.validation.checked`).
       paper_variant: use the ``ε/(K-1)`` off-class target instead of the uniform ``ε/K``.
       where: optional boolean mask broadcastable to ``labels.shape``; masked rows give 0.
 
@@ -85,7 +90,8 @@ def label_smoothing_cross_entropy(
       ``[...]`` per-example losses (float32 or wider).
 
     Raises:
-      ValueError: ``epsilon`` outside ``[0, 1]``, or ``paper_variant`` with ``K < 2``.
+      ValueError: a concrete ``epsilon`` outside ``[0, 1]`` or not finite, or
+        ``paper_variant`` with ``K < 2``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -100,7 +106,7 @@ def label_smoothing_cross_entropy(
       Müller, Kornblith & Hinton, "When Does Label Smoothing Help?", NeurIPS 2019.
       Mukhoti et al., "Calibrating Deep Neural Networks using Focal Loss", NeurIPS 2020.
     """
-    _validation.check_unit_interval(epsilon, "epsilon")
+    epsilon = _validation.hyperparameter(epsilon, "epsilon", high=1.0)
     z, labels, mask, num_classes = _common.prepare(logits, labels, where)
     if paper_variant:
         if num_classes < 2:
@@ -115,7 +121,8 @@ def label_smoothing_cross_entropy(
         uniform = jnp.full((num_classes,), 1 / num_classes, z.dtype)
         mean_z = jnp.matmul(z, uniform, precision=jax.lax.Precision.HIGHEST) - m
     else:
-        mean_z = jnp.sum(z, axis=-1) / num_classes - m
+        # Scaled before the sum: a row sum of logits near the float maximum would overflow.
+        mean_z = jnp.sum(z * (1 / num_classes), axis=-1) - m
     loss = lse - (1 - epsilon) * _common.label_logit(z, labels, m) - epsilon * mean_z
     return _common.apply_mask(loss, mask)
 
@@ -131,16 +138,22 @@ def entropy_regularized_cross_entropy(
     ``β > 0`` rewards less confident predictions (Pereyra et al. 2017); Mukhoti et al. (2020)
     show that focal loss is bounded below by this objective with ``β = γ``:
     ``focal_γ >= CE - γ·H(p)`` for ``γ >= 1``. ``0·log 0`` is taken as 0 (it is computed as
-    ``p_k · log_softmax(z)_k``, finite for every finite logit).
+    ``p_k · log_softmax(z)_k``, and a class whose probability underflows to 0 adds exactly 0),
+    so the value and the gradient are finite for every finite logit, e.g. ~0 for logits
+    ``[3e38, -3e38, 0]`` with label 0.
 
     Args:
       logits: ``[..., K]`` floating logits.
       labels: ``[...]`` integer class indices in ``[0, K)``.
-      beta: entropy weight ``>= 0``.
+      beta: finite entropy weight ``>= 0`` (static or traced; a traced negative value gives
+        NaN under ``jit`` and raises under :func:`calib_jax.validation.checked`).
       where: optional boolean mask broadcastable to ``labels.shape``; masked rows give 0.
 
     Returns:
       ``[...]`` per-example losses (float32 or wider; may be negative).
+
+    Raises:
+      ValueError: a concrete ``beta`` that is negative or not finite.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -155,12 +168,16 @@ def entropy_regularized_cross_entropy(
       Distributions", ICLR workshop 2017.
       Mukhoti et al., "Calibrating Deep Neural Networks using Focal Loss", NeurIPS 2020.
     """
-    _validation.check_nonnegative(beta, "beta")
+    beta = _validation.hyperparameter(beta, "beta")
     z, labels, mask, _ = _common.prepare(logits, labels, where)
     shifted, m, lse = _common.log_normalizer(z)
     # H(p) = lse - Σ_k p_k·shifted_k: one pass over the logits, no [..., K] log-probabilities.
+    # A class whose exp underflows to 0 adds 0 (its shifted logit may have overflowed to -inf,
+    # and 0·-inf is NaN in the value and the gradient): both branches are sanitised.
     e = jnp.exp(shifted)
-    entropy = lse - jnp.sum(e * shifted, axis=-1) / jnp.sum(e, axis=-1)
+    present = e > 0
+    e_shifted = jnp.where(present, e * jnp.where(present, shifted, 0), 0)
+    entropy = lse - jnp.sum(e_shifted, axis=-1) / jnp.sum(e, axis=-1)
     loss = lse - _common.label_logit(z, labels, m) - beta * entropy
     return _common.apply_mask(loss, mask)
 

@@ -34,7 +34,8 @@ def prepare(
     """Checked, float32-or-wider logits and labels with masked rows sanitised.
 
     Value checks (labels in range, finite logits in unmasked rows) raise eagerly and are
-    checkify checks under ``jit``, where NaN or +inf logits give NaN (-inf ones their limit).
+    checkify checks under ``jit``, where a NaN or infinite logit gives its row NaN: -inf is
+    turned into NaN here, since a softmax would otherwise drop it as a plausible limit.
 
     Masked rows get logits 0 and label 0 so that padding (NaN logits, label -1) can never leak
     NaN into the loss or its gradient; unmasked out-of-range labels are left as they are so that
@@ -46,6 +47,7 @@ def prepare(
     mask = row_mask(where, labels.shape)
     _validation.check_labels_in_range(labels, num_classes, mask)
     _validation.check_finite(z, "logits", mask)
+    z = jnp.where(z == -jnp.inf, jnp.full((), jnp.nan, z.dtype), z)
     if mask is not None:
         z = jnp.where(mask[..., None], z, jnp.zeros((), z.dtype))
         labels = jnp.where(mask, labels, jnp.zeros((), labels.dtype))
