@@ -208,3 +208,26 @@ def test_bad_arguments_raise():
         L.mmce(z, y, kernel_width=jnp.ones(2))
     with pytest.raises(ValueError, match="mmce_variant"):
         L.scalar_objective(L.cross_entropy, mmce_weight=1.0, mmce_variant="tf")
+
+
+def test_sum_reduction_is_the_paper_codes_objective():
+    # train_utils.py line 48 and Losses/loss.py lines 17-18, 36-39: summed CE, and
+    # len(batch) * (mean CE + λ·MMCE_weighted) for the MMCE rows.
+    z, y = _batch(16, 5, 13, 12)
+    p = _softmax64(z)
+    ce = -np.log(p[np.arange(16), y])
+    summed = L.scalar_objective(L.cross_entropy, reduction="sum")
+    np.testing.assert_allclose(float(summed(z, y)), ce.sum(), rtol=1e-5)
+    code = L.scalar_objective(
+        L.cross_entropy, mmce_weight=2.0, mmce_variant="mukhoti2020", reduction="sum"
+    )
+    expected = 16 * (ce.mean() + 2.0 * ref_code_mmce_weighted(z, y))
+    np.testing.assert_allclose(float(code(z, y)), expected, rtol=1e-5)
+    # Padding counts for nothing: n is the number of valid rows.
+    mask = np.arange(16) < 11
+    expected = 11 * (ce[:11].mean() + 2.0 * ref_code_mmce_weighted(z[:11], y[:11]))
+    np.testing.assert_allclose(float(jax.jit(code)(z, y, mask)), expected, rtol=1e-5)
+    grad = jax.grad(lambda zz: code(zz, y, mask))(jnp.asarray(z))
+    assert np.isfinite(np.asarray(grad)).all() and not np.asarray(grad)[11:].any()
+    with pytest.raises(ValueError, match="reduction"):
+        L.scalar_objective(L.cross_entropy, reduction="none")

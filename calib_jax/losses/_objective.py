@@ -14,6 +14,8 @@ from calib_jax.losses._mmce import VARIANTS, mmce
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
+REDUCTIONS = ("mean", "sum")
+
 
 def scalar_objective(
     loss_fn: Callable[..., Array],
@@ -21,6 +23,7 @@ def scalar_objective(
     mmce_weight: float = 0.0,
     kernel_width: float = 0.4,
     mmce_variant: str = "kumar2018",
+    reduction: str = "mean",
 ) -> Callable[..., Array]:
     r"""Wrap a per-example loss into ``objective(logits, labels, where=None) -> scalar``.
 
@@ -38,6 +41,11 @@ def scalar_objective(
     one value per logit (:func:`sigmoid_focal_loss`, ``labels`` = targets) the mean runs over
     every valid element. Padded batches: pass ``where`` and padded rows count for nothing.
 
+    ``reduction="sum"`` returns ``n·J`` instead, ``n`` the number of valid entries: the sum of
+    the per-example losses plus ``n·λ·MMCE_w``. That is how the code of Mukhoti et al. (2020)
+    trains (its losses are summed over the batch, and its MMCE objective is
+    ``batch_size · (mean CE + λ·MMCE_w)``); with SGD it scales the gradient by the batch size.
+
     Args:
       loss_fn: a per-example loss ``fn(logits, labels, *, where=None) -> loss`` from this
         module (or anything with that signature).
@@ -45,14 +53,15 @@ def scalar_objective(
       kernel_width: Laplacian kernel width for the MMCE term.
       mmce_variant: ``"kumar2018"`` (the equation) or ``"mukhoti2020"`` (the code of Mukhoti
         et al. 2020): see :func:`mmce`.
+      reduction: ``"mean"`` (default) or ``"sum"`` over the valid entries, as above.
 
     Returns:
       ``objective(logits, labels, where=None) -> scalar`` (float32 or wider), ready for
       ``jax.value_and_grad`` in an optax train step.
 
     Raises:
-      ValueError: a negative ``mmce_weight``, an unknown ``mmce_variant``; the objective
-        raises on an empty batch.
+      ValueError: a negative ``mmce_weight``, an unknown ``mmce_variant`` or ``reduction``;
+        the objective raises on an empty batch.
 
     Examples:
       >>> import functools, jax.numpy as jnp
@@ -72,6 +81,8 @@ def scalar_objective(
     _validation.check_nonnegative(mmce_weight, "mmce_weight")
     if mmce_variant not in VARIANTS:
         raise ValueError(f"mmce_variant must be one of {VARIANTS}, got {mmce_variant!r}.")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
 
     def objective(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None) -> Array:
         per_example = loss_fn(logits, labels, where=where)
@@ -81,13 +92,20 @@ def scalar_objective(
                 "is undefined. Pad the batch and mask the padding with where= instead."
             )
         mask = _common.row_mask(where, per_example.shape, name="the loss")
+        dtype = per_example.dtype
         if mask is None:
-            value = jnp.mean(per_example)
+            count = jnp.asarray(per_example.size, dtype)
+            total = jnp.sum(per_example) if reduction == "sum" else jnp.mean(per_example)
         else:
-            total = jnp.sum(jnp.where(mask, per_example, jnp.zeros((), per_example.dtype)))
-            value = total / jnp.maximum(jnp.sum(mask), 1).astype(per_example.dtype)
+            count = jnp.sum(mask).astype(dtype)
+            total = jnp.sum(jnp.where(mask, per_example, jnp.zeros((), dtype)))
+            if reduction == "mean":
+                total = total / jnp.maximum(count, 1)
+        value = total
+        # "sum" multiplies the whole mean objective, MMCE term included, by the count.
+        scale = count if reduction == "sum" else 1
         if isinstance(mmce_weight, jax.core.Tracer) or mmce_weight > 0:
-            value = value + mmce_weight * mmce(
+            value = value + scale * mmce_weight * mmce(
                 logits,
                 labels,
                 weighted=True,
