@@ -25,7 +25,7 @@ def get_config() -> Config:
         model="pool_cnn",
         num_epochs=30,
         batch_size=128,
-        eval_batch_size=500,
+        eval_batch_size=512,
         learning_rate=0.1,
         momentum=0.9,
         weight_decay=5e-4,
