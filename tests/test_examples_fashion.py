@@ -58,7 +58,7 @@ def test_reads_valid_files_exactly(tmp_path):
         np.testing.assert_array_equal(item["image"][..., 0], images[i])
         assert item["label"] == labels[i]
     # The validation split is the same seeded 10% as for every other dataset.
-    train_idx, val_idx = input_pipeline.split_train_validation(50, val_fraction=0.1, seed=1)
+    _, val_idx = input_pipeline.split_train_validation(50, val_fraction=0.1, seed=1)
     seen = {splits.validation[j]["image"].tobytes() for j in range(len(val_idx))}
     assert seen == {data["train"][0][i].tobytes() for i in val_idx}
 
@@ -103,7 +103,7 @@ def test_truncated_gzip_stream_is_an_error(tmp_path):
 def test_label_count_mismatch_is_an_error(tmp_path):
     data = write_fashion(tmp_path, num_train=30, num_test=10)
     _write(tmp_path, "test_labels", _idx_bytes(data["test"][1][:9]))
-    with pytest.raises(input_pipeline.IdxError, match="10 images but .* 9 labels"):
+    with pytest.raises(input_pipeline.IdxError, match=r"10 images but .* 9 labels"):
         input_pipeline.get_splits("fashion_mnist", seed=0, data_dir=str(tmp_path))
 
 
