@@ -138,3 +138,48 @@ def test_config_one_epoch_smoke_run_with_curves(tmp_path):
     assert 0.0 <= saved["final_train_error"]["ce"] <= 1.0
     png = next(workdir.rglob("training_curves.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+
+def _fake_run(folder: Path, seed: int, rows: list[dict], **config) -> None:
+    folder.mkdir(parents=True)
+    base = {"dataset": "fashion_mnist", "seed": seed, "losses": ["ce"], "num_epochs": 30}
+    (folder / "results.json").write_text(json.dumps({"config": {**base, **config}, "rows": rows}))
+
+
+def _row(loss, calibration, t, value):
+    fields = ("error", "nll", "ece", "ada_ece", "classwise_ece", "mce")
+    return {"loss": loss, "calibration": calibration, "temperature": t} | dict.fromkeys(
+        fields, value
+    )
+
+
+def test_seed_table_is_mean_and_sample_std(tmp_path):
+    from examples.compare_losses import aggregate
+
+    values = [0.10, 0.13, 0.20]
+    for seed, v in enumerate(values):
+        _fake_run(tmp_path / f"s{seed}", seed, [_row("ce", "none", None, v)])
+    text = aggregate.main([str(tmp_path / f"s{s}") for s in range(3)])
+    mean, sd = 100 * np.mean(values), 100 * np.std(values, ddof=1)
+    assert f"| ce | none | 3 |  | {mean:.2f} ± {sd:.2f} |" in text
+    _fake_run(tmp_path / "other", 3, [_row("ce", "none", None, 0.1)], num_epochs=5)
+    with pytest.raises(SystemExit):  # a run with another setup is refused
+        aggregate.main([str(tmp_path / "s0"), str(tmp_path / "other")])
+
+
+def test_sweep_table_and_plot(tmp_path):
+    from examples.compare_losses import aggregate
+
+    rows = []
+    for loss, ece in (("fl2", 0.02), ("ce", 0.05), ("fl1", 0.03)):
+        rows += [_row(loss, "none", None, ece), _row(loss, "TS (NLL)", 1.5, ece / 2)]
+    _fake_run(tmp_path / "sweep", 0, rows)
+    out = tmp_path / "sweep.md"
+    aggregate.main(["--sweep", str(tmp_path / "sweep"), "--out", str(out)])
+    lines = out.read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["0", "1", "2"]
+    assert lines[2].split("|")[3].strip() == "5.00" and lines[2].split("|")[4].strip() == "2.50"
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
