@@ -22,6 +22,11 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _float_or_none(text: str) -> float | str:
+    """A float, or the word ``none`` (kept as the string: "no clipping")."""
+    return "none" if text.strip().lower() == "none" else float(text)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parses the command line (see the module docstring)."""
     from examples.compare_losses import input_pipeline, models
@@ -47,6 +52,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=("mukhoti2020", "kumar2018"),
         help="MMCE_w of the 'mmce' row: the paper code's normalisation (mukhoti2020, the "
         "configs' default) or the MMCE paper's equation (kumar2018)",
+    )
+    p.add_argument(
+        "--loss_reduction",
+        choices=("mean", "sum"),
+        help="reduce the loss over the batch by its mean, or by its sum as the paper code does",
+    )
+    p.add_argument(
+        "--clip_global_norm",
+        type=_float_or_none,
+        metavar="NORM|none",
+        help="clip the loss gradient to this global norm before the weight decay (the paper "
+        "code: 2), or none",
     )
     p.add_argument("--workdir", default="results/compare_losses", help="results folder")
     p.add_argument("--data_dir", help="tensorflow-datasets data directory")
@@ -75,9 +92,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     config = get_config(args.config)
     overrides = {
         k: getattr(args, k)
-        for k in ("dataset", "model", "num_epochs", "seed", "mmce_variant")
+        for k in ("dataset", "model", "num_epochs", "seed", "mmce_variant", "loss_reduction")
         if getattr(args, k) is not None
     }
+    if args.clip_global_norm is not None:
+        overrides["clip_global_norm"] = (
+            None if args.clip_global_norm == "none" else args.clip_global_norm
+        )
     if args.losses:
         losses = tuple(s.strip() for s in args.losses.split(",") if s.strip())
         unknown = sorted(set(losses) - set(ALL_LOSSES))

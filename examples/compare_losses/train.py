@@ -46,17 +46,29 @@ def make_objective(name: str, config: Config) -> Objective:
     ``config.mmce_weight``, MMCE_w normalised as ``config.mmce_variant``), ``ls`` label
     smoothing (``config.ls_epsilon``, paper variant by default), ``fl3`` focal loss γ = 3,
     ``flsd53`` sample-dependent focal loss (γ = 5 below p_y = 0.2, else 3). All are built
-    with :func:`calib_jax.losses.scalar_objective`.
+    with :func:`calib_jax.losses.scalar_objective`, reduced over the batch as
+    ``config.loss_reduction`` says; under ``"sum"`` the Brier score stays a batch mean, as the
+    paper code's ``BrierScore`` (``Losses/brier_score.py``) divides by the batch size.
     """
     return _objective(
-        name, config.mmce_weight, config.ls_epsilon, config.ls_paper_variant, config.mmce_variant
+        name,
+        config.mmce_weight,
+        config.ls_epsilon,
+        config.ls_paper_variant,
+        config.mmce_variant,
+        config.loss_reduction,
     )
 
 
 # Cached so that runs with the same loss share one function object, hence one compiled step.
 @functools.cache
 def _objective(
-    name: str, mmce: float, ls_epsilon: float, ls_paper_variant: bool, mmce_variant: str
+    name: str,
+    mmce: float,
+    ls_epsilon: float,
+    ls_paper_variant: bool,
+    mmce_variant: str,
+    reduction: str,
 ) -> Objective:
     L = calib_jax.losses
     per_example = {
@@ -77,18 +89,40 @@ def _objective(
         per_example[name],
         mmce_weight=mmce if name == "mmce" else 0.0,
         mmce_variant=mmce_variant,
+        reduction="mean" if name == "brier" else reduction,
     )
 
 
 def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with momentum, coupled L2 weight decay and the config's step schedule."""
+    """SGD with momentum, coupled L2 weight decay and the config's step schedule.
+
+    In PyTorch's order: the loss gradient is first clipped to ``config.clip_global_norm`` (if
+    set; ``optax.clip_by_global_norm``, which scales by ``max_norm / norm`` where PyTorch's
+    ``clip_grad_norm`` uses ``max_norm / (norm + 1e-6)``), then ``weight_decay · params`` is
+    added, then momentum and the learning rate of :func:`learning_rate_schedule` apply.
+    """
     return _sgd(
         config.learning_rate,
         config.momentum,
         config.weight_decay,
         tuple(b * steps_per_epoch for b in config.lr_boundaries),
         config.lr_decay,
+        config.clip_global_norm,
     )
+
+
+def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
+    """Step → learning rate: ``config.learning_rate`` times ``config.lr_decay`` per boundary
+    reached, so every step of 0-based epoch ``e`` uses ``lr · decay^#{b ≤ e}``."""
+    return _schedule(
+        config.learning_rate,
+        tuple(b * steps_per_epoch for b in config.lr_boundaries),
+        config.lr_decay,
+    )
+
+
+def _schedule(learning_rate: float, boundaries: tuple[int, ...], decay: float) -> optax.Schedule:
+    return optax.piecewise_constant_schedule(learning_rate, dict.fromkeys(boundaries, decay))
 
 
 # The optimizer is a static part of the NNX graph: the same object for the same
@@ -100,10 +134,13 @@ def _sgd(
     weight_decay: float,
     boundaries: tuple[int, ...],
     decay: float,
+    clip_global_norm: float | None = None,
 ) -> optax.GradientTransformation:
-    schedule = optax.piecewise_constant_schedule(learning_rate, dict.fromkeys(boundaries, decay))
+    clip = () if clip_global_norm is None else (optax.clip_by_global_norm(clip_global_norm),)
     return optax.chain(
-        optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum)
+        *clip,
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(_schedule(learning_rate, boundaries, decay), momentum=momentum),
     )
 
 

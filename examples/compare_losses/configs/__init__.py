@@ -18,9 +18,19 @@ ALL_LOSSES = ("ce", "brier", "mmce", "ls", "fl3", "flsd53")
 class Config:
     """Everything that defines one run of the comparison.
 
-    The learning rate follows a step schedule: ``learning_rate`` multiplied by ``lr_decay`` at
-    each epoch in ``lr_boundaries`` (the paper: 0.1, ×0.1 at epochs 150 and 250 of 350).
-    Weight decay is coupled L2 added to the gradient before momentum, as PyTorch's SGD does.
+    The learning rate follows a step schedule: ``learning_rate`` multiplied by ``lr_decay``
+    once for each entry of ``lr_boundaries`` that is ``<= epoch``, ``epoch`` counted from 0:
+    a boundary is the first (0-based) epoch that trains at the decayed rate (see
+    :func:`paper_cifar_config` for the paper's). Weight decay is coupled L2 added to the
+    gradient before momentum, as PyTorch's SGD does.
+
+    Two recipes (``loss_reduction``, ``clip_global_norm``): ``"mean"`` with no clipping (the
+    default) averages the loss over the batch; ``"sum"`` with ``clip_global_norm=2.0`` is
+    what the code of Mukhoti et al. 2020 runs (torrvision/focal_calibration ``train_utils.py``):
+    the loss summed over the batch (its Brier score is averaged, as its ``BrierScore`` does;
+    its MMCE objective is ``batch_size · (mean CE + λ·MMCE_w)``), and the gradient of the loss
+    clipped to that global norm before the weight decay is added (``clip_grad_norm`` runs
+    before ``optimizer.step()``, which adds the decay).
     """
 
     dataset: str = "digits"
@@ -34,6 +44,9 @@ class Config:
     weight_decay: float = 5e-4
     lr_boundaries: tuple[int, ...] = (20, 30)
     lr_decay: float = 0.1
+    # "mean" or "sum" over the batch; a global-norm bound on the loss gradient (None: off).
+    loss_reduction: str = "mean"
+    clip_global_norm: float | None = None
     augment: bool = False
     val_fraction: float = 0.1
     num_bins: int = 15
@@ -59,10 +72,18 @@ class Config:
 
 
 def paper_cifar_config(dataset: str, model: str) -> Config:
-    """The recipe of Mukhoti et al. 2020 for ``model`` on a CIFAR-sized ``dataset``.
+    """The recipe of Mukhoti et al. 2020 for ``model`` on a CIFAR-sized ``dataset``, as their
+    code (torrvision/focal_calibration ``train.py``, ``train_utils.py``) runs it.
 
-    SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, 350 epochs with lr ×0.1 at epochs
-    150 and 250, random crop + flip, 10% of train held out for validation.
+    SGD lr 0.1, momentum 0.9, coupled weight decay 5e-4, batch 128, 350 epochs, random crop +
+    flip, 10% of train held out for validation; the loss summed over the batch and its
+    gradient clipped to global norm 2 before each step; the MMCE row is
+    ``batch_size · (mean CE + 2·MMCE_w)`` with the code's MMCE_w; the last epoch's model is
+    evaluated. The code's schedule is ``MultiStepLR(milestones=[150, 250], gamma=0.1)`` with
+    ``scheduler.step()`` called at the *start* of every epoch (``train.py``, PyTorch 1.5.1 of
+    its ``environment.yml``): the constructor already counts one step, so 0-based epoch ``e``
+    trains at the rate of ``last_epoch = e + 1``: 0.1 for epochs 0-148, 0.01 for 149-248 and
+    0.001 for 249-349. Hence ``lr_boundaries=(149, 249)``.
     """
     return Config(
         dataset=dataset,
@@ -73,7 +94,9 @@ def paper_cifar_config(dataset: str, model: str) -> Config:
         learning_rate=0.1,
         momentum=0.9,
         weight_decay=5e-4,
-        lr_boundaries=(150, 250),
+        lr_boundaries=(149, 249),
+        loss_reduction="sum",
+        clip_global_norm=2.0,
         augment=True,
         checkpoint_every_epochs=10,
     )
