@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -76,60 +77,85 @@ def _logit_fit(core, *, binary_ok: bool = False):
 
 
 def _inverse_temperature_moments(
-    logits: Array, z_label: Array, weights: Array, log_t: Array
+    gaps: Array, gap_label: Array, weights: Array, log_t: Array
 ) -> tuple[Array, Array]:
     """d NLL / d beta and d^2 NLL / d beta^2 at inverse temperature ``beta = exp(-log_t)``.
 
     ``NLL(beta) = mean(logsumexp(beta z) - beta z_y)`` is convex in ``beta``: its first
     derivative is ``mean(E_p[z] - z_y)`` and its second ``mean(Var_p[z])`` with
-    ``p = softmax(beta z)``.
+    ``p = softmax(beta z)``. Both are computed from the gaps ``z - max z <= 0`` (``gap_label``
+    the label's): the largest exponent is exactly 0, so no exponential overflows however large
+    the logits (a softmax of ``beta * z`` fused by XLA rounds ``beta * z`` differently in its
+    maximum and its exponent, and at ``|beta z| ~ 1e9`` that difference overflowed ``exp``:
+    NaN). Classes whose weight underflows to 0 are skipped, so gaps that overflowed to
+    ``-inf`` (or whose squares would) add nothing.
     """
     beta = jnp.exp(-log_t)
-    p = jax.nn.softmax(beta * logits, axis=-1)
-    mean_z = jnp.sum(p * logits, axis=-1)
-    var_z = jnp.sum(p * jnp.square(logits - mean_z[:, None]), axis=-1)
-    return _weighted_mean(mean_z - z_label, weights), _weighted_mean(var_z, weights)
+    e = jnp.exp(beta * gaps)
+    total = jnp.sum(e, axis=-1)
+    present = e > 0
+    mean_gap = jnp.sum(jnp.where(present, e * gaps, 0), axis=-1) / total
+    centred = gaps - mean_gap[:, None]
+    var = jnp.sum(jnp.where(present, e * jnp.square(centred), 0), axis=-1) / total
+    return _weighted_mean(mean_gap - gap_label, weights), _weighted_mean(var, weights)
 
 
 def _fit_log_temperature(
     logits: Array, labels: Array, weights: Array, *, tol: float, max_iter: int
 ) -> Array:
-    """Root of ``dNLL/dbeta`` in ``log T`` by bracketed (safeguarded) Newton.
+    """The NLL-optimal ``log T`` in the bracket ``[-B, B]``, ``B = log 1e3``.
 
-    ``dNLL/dbeta`` is non-decreasing in ``beta``, so its sign brackets the optimum: each
-    iteration evaluates it once, shrinks the bracket, and takes the Newton step in ``log T``
-    when it stays inside the bracket, else bisects. Stops when the step or the bracket is below
-    ``tol`` (in ``log T``), after at most ``max_iter`` evaluations.
+    ``dNLL/dbeta`` is non-decreasing in ``beta``, so its sign at the two ends decides first:
+    if the NLL still decreases at ``T = e^-B`` (separable data, or a gradient that underflows to
+    0 there), the answer is that end; if it already increases at ``T = e^B`` (e.g. huge logits
+    with wrong predictions), that end; if both (the NLL does not depend on ``T``, e.g. constant
+    rows), ``T = 1``. Otherwise the root lies inside and a bracketed (safeguarded) Newton
+    iteration finds it: each iteration evaluates the derivative once, shrinks the bracket and
+    takes the Newton step in ``log T`` when it stays inside, else bisects; it stops when the
+    step or the bracket is below ``tol`` (in ``log T``), after at most ``max_iter`` iterations.
+    A NaN derivative (which valid input cannot produce) gives NaN, never a bracket midpoint.
     """
+    dtype = logits.dtype
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    gaps = logits - top
     # Masked rows may hold any label: keep them out of the weighted means (0 * NaN is NaN).
-    z_label = jnp.where(weights > 0, v.take_label(logits, labels), 0)
+    gap_label = jnp.where(weights > 0, v.take_label(logits, labels) - top[:, 0], 0)
+    moments = functools.partial(_inverse_temperature_moments, gaps, gap_label, weights)
+    ends = jnp.asarray([-_LOG_T_BOUND, _LOG_T_BOUND], dtype)
+    g_ends, _ = jax.vmap(moments)(ends)
+    at_low, at_high = g_ends[0] <= 0, g_ends[1] >= 0
+    start = jnp.where(
+        at_low & at_high, 0, jnp.where(at_low, ends[0], jnp.where(at_high, ends[1], 0))
+    )
 
     def body(state):
-        it, log_t, lo, hi, _ = state
-        g, h = _inverse_temperature_moments(logits, z_label, weights, log_t)
+        it, log_t, lo, hi, _, _ = state
+        g, h = moments(log_t)
         # g > 0: beta too large, i.e. T too small: the optimum has a larger log T.
         lo = jnp.where(g > 0, log_t, lo)
         hi = jnp.where(g > 0, hi, log_t)
         beta = jnp.exp(-log_t)
-        newton = log_t + g / jnp.maximum(beta * h, jnp.finfo(logits.dtype).tiny)
+        newton = log_t + g / jnp.maximum(beta * h, jnp.finfo(dtype).tiny)
         inside = (newton > lo) & (newton < hi) & (h > 0)
         new = jnp.where(inside, newton, 0.5 * (lo + hi))
-        done = (jnp.abs(new - log_t) < tol) | (hi - lo < tol) | (g == 0) | jnp.isnan(g)
-        return it + 1, new, lo, hi, done
+        bad = jnp.isnan(g)
+        done = (jnp.abs(new - log_t) < tol) | (hi - lo < tol) | (g == 0) | bad
+        return it + 1, new, lo, hi, done, bad
 
     def cond(state):
-        it, _, _, _, done = state
+        it, _, _, _, done, _ = state
         return (it < max_iter) & ~done
 
-    dtype = logits.dtype
     init = (
         jnp.int32(0),
-        jnp.zeros((), dtype),
-        jnp.asarray(-_LOG_T_BOUND, dtype),
-        jnp.asarray(_LOG_T_BOUND, dtype),
-        jnp.asarray(False),
+        start.astype(dtype),
+        ends[0],
+        ends[1],
+        at_low | at_high | jnp.any(jnp.isnan(g_ends)),
+        jnp.any(jnp.isnan(g_ends)),
     )
-    return lax.while_loop(cond, body, init)[1]
+    _, log_t, _, _, _, bad = lax.while_loop(cond, body, init)
+    return jnp.where(bad, jnp.nan, log_t)
 
 
 def _ece_grid_temperature(logits: Array, labels: Array, weights: Array, num_bins: int) -> Array:
@@ -139,9 +165,13 @@ def _ece_grid_temperature(logits: Array, labels: Array, weights: Array, num_bins
     temps = jnp.asarray(np.arange(1, 101) / 10, logits.dtype)
     where = weights > 0
 
+    # Gaps to the row maximum: the largest exponent is exactly 0 for any t, however large the
+    # logits (see _inverse_temperature_moments).
+    gaps = logits - jnp.max(logits, axis=-1, keepdims=True)
+
     def ece_at(t):
         return metrics.ece(
-            jax.nn.softmax(logits / t, axis=-1), labels, num_bins=num_bins, where=where
+            jax.nn.softmax(gaps / t, axis=-1), labels, num_bins=num_bins, where=where
         )
 
     # A sequential map: a vmap over the 100 temperatures would hold 100 copies of the logits.
@@ -162,11 +192,17 @@ def temperature_scaling(
 
     ``method="nll"`` (Guo et al. 2017) minimises the mean NLL over ``log T``. The NLL is convex
     in the inverse temperature ``beta = 1/T`` with derivative ``mean(E_softmax(beta z)[z] - z_y)``,
-    so the fit is the root of that derivative, found by a bracketed Newton iteration in
-    ``log T`` inside ``T in [1e-3, 1e3]`` (a ``lax.while_loop`` of at most ``max_iter`` passes
-    over the data; it stops when the step in ``log T`` falls below ``tol``, i.e. ``T`` to a
-    relative ``1e-5`` by default; about 5 to 10 passes in practice). It cannot diverge or return
-    a negative temperature; a set that wants ``T`` outside the bracket gets its end.
+    so the fit is the root of that derivative in ``T in [1e-3, 1e3]``. The derivative's sign at
+    the two ends is read first (one pass over the data): a set whose NLL still decreases at
+    ``T = 1e-3`` (e.g. perfectly separated data) gets exactly ``1e-3``, one whose NLL already
+    increases at ``T = 1e3`` (e.g. logits of scale ``1e10`` with wrong predictions) gets exactly
+    ``1e3``, and one whose NLL does not depend on ``T`` (every row constant) gets ``T = 1``.
+    Otherwise a bracketed Newton iteration in ``log T`` finds the interior root (a
+    ``lax.while_loop`` of at most ``max_iter`` passes; it stops when the step in ``log T``
+    falls below ``tol``, i.e. ``T`` to a relative ``1e-5`` by default; about 5 to 10 passes in
+    practice). The softmax is taken of the gaps ``z - max z``, so logits of any finite size
+    (up to the float maximum) give a finite derivative. It cannot diverge or return a negative
+    temperature.
 
     ``method="ece_grid"`` (Mukhoti et al. 2020) picks ``T`` in ``{0.1, 0.2, ..., 10.0}``
     (``k / 10`` in the compute dtype) with the lowest ``num_bins``-bin ECE
