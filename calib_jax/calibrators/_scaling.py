@@ -254,14 +254,23 @@ def temperature_scaling(
 
     fit = _logit_fit(core)
 
-    def apply_logits(params: TemperatureParams, logits: ArrayLike) -> Array:
+    def checked(logits: ArrayLike) -> Array:
         v.check_floating(logits, "logits")
         logits = v.to_compute_dtype(logits)
         v.check_finite(logits, "logits")
+        return logits
+
+    def apply_logits(params: TemperatureParams, logits: ArrayLike) -> Array:
+        logits = checked(logits)
         return logits / params.temperature.astype(logits.dtype)
 
     def apply(params: TemperatureParams, logits: ArrayLike) -> Array:
-        return jax.nn.softmax(apply_logits(params, logits), axis=-1)
+        # softmax(z / T) of the gaps z - max z (the same probabilities): a fused softmax of
+        # z / T rounds z / T differently in its maximum and its exponent, and at |z / T| ~ 1e10
+        # that overflowed exp (NaN rows).
+        logits = checked(logits)
+        gaps = logits - jnp.max(logits, axis=-1, keepdims=True)
+        return jax.nn.softmax(gaps / params.temperature.astype(logits.dtype), axis=-1)
 
     return Calibrator(fit, apply, apply_logits, "logits")
 
