@@ -8,11 +8,20 @@ that turns ``[N, K]`` probabilities into columns and back:
 * ``mode="one_vs_rest"`` on ``probs[N, K]``: column ``j`` is ``p[:, j]`` against
   ``labels == j``; ``apply`` calibrates every column and renormalises each row to sum to one
   (a row whose calibrated scores are all zero becomes uniform);
-* ``mode="top_label"`` on ``probs[N, K]``: one column, the confidence ``max_k p`` against the
-  correctness of the prediction (first maximum on ties). ``apply`` sets the predicted class to
-  the calibrated confidence ``c'`` and scales the other classes by ``(1 - c') / (1 - c)`` (or
-  spreads ``1 - c'`` uniformly over them when ``c = 1``), so rows sum to one and the
-  calibrated confidence is exact.
+* ``mode="top_label"`` on ``probs[N, K]``: one column, the confidence ``c = max_k p`` against
+  the correctness of the prediction ``j*`` (the input row's first maximum). ``apply`` sets
+  entry ``j*`` to the calibrated confidence ``c' = f(c)`` and scales the other classes by
+  ``(1 - c') / (1 - c)`` (or spreads ``1 - c'`` uniformly over them when ``c = 1``).
+
+  Guaranteed: ``out[j*] == c'`` exactly, and each row sums to one. Not guaranteed: that
+  ``j*`` is still the output row's maximum. When ``c'`` is smaller than the largest rescaled
+  other class, ``c' < (1 - c')·p_2 / (1 - c)`` with ``p_2`` the runner-up (always when
+  ``c' < 1/K``), the output's argmax moves to that class and ``max(out)`` is not ``c'``.
+  Keeping ``j*`` on top would need another rule for the other classes (capping them at
+  ``c'``, impossible when ``c' < 1/K``); the proportional rule is kept. So read the calibrated
+  top-label confidence as ``out[j*]`` with ``j*`` taken from the *input*, and do not
+  recompute the prediction from the output (a top-label metric on ``out`` would score another
+  class).
 """
 
 from __future__ import annotations
@@ -244,7 +253,9 @@ def histogram_binning(
     Args:
       num_bins: number of bins ``M`` (static).
       binning: ``"equal_width"`` or ``"equal_mass"``.
-      mode: ``"one_vs_rest"`` or ``"top_label"`` (ignored for binary ``[N]`` input).
+      mode: ``"one_vs_rest"`` or ``"top_label"`` (ignored for binary ``[N]`` input). With
+        ``"top_label"``, ``out[j*]`` is exactly the calibrated confidence for ``j*`` the
+        *input* row's argmax; the output's own argmax can differ (module docstring).
       from_logits: take logits (softmax / sigmoid applied first) instead of probabilities.
 
     Returns:
@@ -369,7 +380,9 @@ def isotonic_regression(
     (the piecewise-constant ``f`` of the SPEC; both agree on the training scores).
 
     Args:
-      mode: ``"one_vs_rest"`` or ``"top_label"`` (ignored for binary ``[N]`` input).
+      mode: ``"one_vs_rest"`` or ``"top_label"`` (ignored for binary ``[N]`` input). With
+        ``"top_label"``, ``out[j*]`` is exactly the calibrated confidence for ``j*`` the
+        *input* row's argmax; the output's own argmax can differ (module docstring).
       interpolation: ``"linear"`` or ``"step"``.
       from_logits: take logits (softmax / sigmoid applied first) instead of probabilities.
 
@@ -505,7 +518,9 @@ def bbq(
 
     Args:
       prior_strength: the equivalent sample size ``N'`` (``> 0``).
-      mode: ``"one_vs_rest"`` or ``"top_label"`` (ignored for binary ``[N]`` input).
+      mode: ``"one_vs_rest"`` or ``"top_label"`` (ignored for binary ``[N]`` input). With
+        ``"top_label"``, ``out[j*]`` is exactly the calibrated confidence for ``j*`` the
+        *input* row's argmax; the output's own argmax can differ (module docstring).
       from_logits: take logits (softmax / sigmoid applied first) instead of probabilities.
 
     Returns:
