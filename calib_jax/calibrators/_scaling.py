@@ -305,8 +305,8 @@ def _mean_nll(logits: Array, labels: Array, weights: Array) -> Array:
 
 
 def _check_reg(value: float, name: str) -> float:
-    v.check_nonnegative(value, name)
-    return value
+    # A traced penalty out of range becomes NaN, so the fit gives NaN parameters.
+    return v.hyperparameter(value, name)
 
 
 def vector_scaling(*, bias_l2: float = 0.0, max_iter: int = 200, tol: float = 1e-6) -> Calibrator:
