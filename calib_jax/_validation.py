@@ -227,7 +227,10 @@ def take_label(values: Array, labels: Array) -> Array:
     k = values.shape[-1]
     valid = (labels >= 0) & (labels < k)
     picked = _pick(values, jnp.where(valid, labels, jnp.zeros((), labels.dtype)))
-    return jnp.where(valid, picked, jnp.nan)
+    # A factor rather than a select: the derivative is NaN too, so a loss's gradient for a bad
+    # label is NaN instead of a plausible step toward class 0.
+    factor = jnp.where(valid, jnp.ones((), picked.dtype), jnp.full((), jnp.nan, picked.dtype))
+    return picked * factor
 
 
 @jax.custom_jvp
