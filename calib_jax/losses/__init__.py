@@ -18,15 +18,28 @@ from calib_jax.losses._classification import (
 from calib_jax.losses._focal import adaptive_focal_loss, focal_loss, sigmoid_focal_loss
 from calib_jax.losses._mmce import mmce
 from calib_jax.losses._objective import scalar_objective
+from calib_jax.losses._penalties import dca_penalty, mdca_penalty
+from calib_jax.losses._wider import (
+    dual_focal_loss,
+    logit_norm_cross_entropy,
+    margin_label_smoothing,
+    poly1_cross_entropy,
+)
 
 __all__ = [
     "adaptive_focal_loss",
     "brier_score",
     "cross_entropy",
+    "dca_penalty",
+    "dual_focal_loss",
     "entropy_regularized_cross_entropy",
     "focal_loss",
     "label_smoothing_cross_entropy",
+    "logit_norm_cross_entropy",
+    "margin_label_smoothing",
+    "mdca_penalty",
     "mmce",
+    "poly1_cross_entropy",
     "scalar_objective",
     "sigmoid_focal_loss",
 ]
