@@ -17,7 +17,7 @@ import numpy as np
 
 import calib_jax
 from examples.compare_losses import input_pipeline, train
-from examples.compare_losses.configs import Config
+from examples.compare_losses.configs import Config, ConfigError, validate
 
 LOSS_TITLES = {
     "ce": "Cross-entropy",
@@ -83,11 +83,36 @@ def run(
     download: bool = False,
     plots: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
+    config_name: str | None = None,
 ) -> list[dict]:
     """Trains and calibrates every loss in ``config.losses``; writes ``results.md``,
-    ``results.json`` and ``reliability_<loss>.png`` into ``workdir``; returns the rows."""
+    ``results.json`` and ``reliability_<loss>.png`` into ``workdir``; returns the rows.
+
+    Nothing is written before the config is validated, the data is loaded and the batch sizes
+    are known to fit it. A ``workdir`` whose ``results.json`` came from a different config
+    (``config_name`` included) is refused unless ``overwrite``, which first removes those
+    results; rerunning the same config resumes from its checkpoints.
+
+    Raises:
+      ConfigError: an invalid config, batch sizes that do not fit the data or the devices, or
+        a results folder of another config without ``overwrite``.
+    """
+    validate(config)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    record = _record(config, config_name)
+    previous = workdir / "results.json"
+    if previous.exists() and not overwrite:
+        try:
+            data = json.loads(previous.read_text())
+            saved = {k: data.get(k) for k in record}
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved != record:
+            raise ConfigError(
+                f"{workdir} holds the results of another config ({_difference(saved, record)}); "
+                "choose a new --workdir, or pass --overwrite to replace them"
+            )
     splits = input_pipeline.get_splits(
         config.dataset,
         seed=config.seed,
@@ -96,6 +121,11 @@ def run(
         download=download,
     )
     mesh = train.make_mesh()
+    _check_batches(config, splits, mesh)
+    if overwrite and previous.exists():
+        for old in (previous, workdir / "results.md", *workdir.glob("*.png")):
+            old.unlink()
+    workdir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     train_losses: dict[str, list[float]] = {}
     curves: dict[str, dict[str, list[float]]] = {}
@@ -128,9 +158,9 @@ def run(
                 flush=True,
             )
     if jax.process_index() == 0:
-        (workdir / "results.md").write_text(_document(config, rows))
+        (workdir / "results.md").write_text(_document(config, rows, config_name))
         meta = {
-            "config": dataclasses.asdict(config),
+            **record,
             "rows": rows,
             "train_loss_per_epoch": train_losses,
             # Per-epoch curves since the start of training (resumes included).
@@ -210,10 +240,60 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _document(config: Config, rows: list[dict]) -> str:
+def describe(config: Config, config_name: str | None = None) -> str:
+    """One line naming what produced a table: config, hash, seed, recipe, MMCE variant."""
+    if config.loss_reduction == "sum":
+        recipe = "loss summed over the batch (the paper code's)"
+    else:
+        recipe = "loss averaged over the batch"
+    clip = config.clip_global_norm
+    recipe += ", no gradient clipping" if clip is None else f", gradient clipped to norm {clip:g}"
+    steps = ", ".join(map(str, config.lr_boundaries)) or "-"
+    return (
+        f"Config `{config_name or 'custom'}` (hash {config_hash(config)}), seed {config.seed}: "
+        f"{config.dataset}, {config.model}, {config.num_epochs} epochs (lr "
+        f"{config.learning_rate:g}, ×{config.lr_decay:g} from epochs {steps}); {recipe}; "
+        f"MMCE row: {config.mmce_variant} MMCE_w, λ = {config.mmce_weight:g}."
+    )
+
+
+def _record(config: Config, config_name: str | None) -> dict[str, Any]:
+    """The config as ``results.json`` records it (JSON types: tuples become lists)."""
+    fields = json.loads(json.dumps(dataclasses.asdict(config)))
+    return {"config_name": config_name, "config_hash": config_hash(config), "config": fields}
+
+
+def _difference(saved: dict[str, Any] | None, record: dict[str, Any]) -> str:
+    if not saved or not isinstance(saved.get("config"), dict):
+        return "its results.json has no readable config"
+    old, new = saved["config"], record["config"]
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if not changed:
+        return f"config {saved['config_name']!r} there, {record['config_name']!r} here"
+    shown = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in changed[:3])
+    return shown + (f"; {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def _check_batches(config: Config, splits: input_pipeline.Splits, mesh) -> None:
+    train_size = len(splits.train)
+    if config.max_train_examples is not None:
+        train_size = min(train_size, config.max_train_examples)
+    if config.batch_size > train_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} is larger than the {train_size} training examples"
+        )
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(config, name) % mesh.size:
+            raise ConfigError(
+                f"{name} {getattr(config, name)} is not divisible by the {mesh.size} devices"
+            )
+
+
+def _document(config: Config, rows: list[dict], config_name: str | None = None) -> str:
     return (
         f"# Loss comparison on {config.dataset} ({config.model}, {config.num_epochs} epochs, "
-        f"seed {config.seed})\n\n"
+        f"seed {config.seed})\n\n{describe(config, config_name)} The full config is in "
+        f"results.json.\n\n"
         f"Test split; temperature fitted on the {config.val_fraction:.0%} validation split; "
         f"{config.num_bins} bins.\n\n{markdown_table(rows)}\n"
     )

@@ -5,7 +5,10 @@
     python -m examples.compare_losses --config cifar10_resnet50 --download
 
 Outputs (in ``--workdir``, default ``results/compare_losses``): ``results.md``,
-``results.json``, ``reliability_<loss>.png`` and orbax checkpoints (a rerun resumes).
+``results.json`` (the rows and the full config), ``reliability_<loss>.png`` and orbax
+checkpoints (a rerun of the same config resumes). A work directory holding the results of
+another config is refused unless ``--overwrite``. Every flag and config value is checked
+before anything is written; errors are one line, with exit status 2.
 Multi-host: call with ``--distributed`` on every host (``jax.distributed.initialize`` reads
 the cluster from the environment).
 """
@@ -13,6 +16,7 @@ the cluster from the environment).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -22,22 +26,38 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage dump), with argparse's exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _float_or_none(text: str) -> float | str:
     """A float, or the word ``none`` (kept as the string: "no clipping")."""
-    return "none" if text.strip().lower() == "none" else float(text)
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parses the command line (see the module docstring)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     from examples.compare_losses import input_pipeline, models
-    from examples.compare_losses.configs import ALL_LOSSES
+    from examples.compare_losses.configs import ALL_LOSSES, available_configs
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m examples.compare_losses",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default="default", help="config module name or .py path")
+    p.add_argument(
+        "--config",
+        default="default",
+        help=f"config module ({', '.join(available_configs())}) or a .py path",
+    )
     p.add_argument(
         "--dataset",
         choices=input_pipeline.DATASETS,
@@ -45,7 +65,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--model", choices=models.MODELS, help="override the config's model")
     p.add_argument("--losses", help=f"comma-separated subset of {','.join(ALL_LOSSES)}")
-    p.add_argument("--num_epochs", type=int, help="override the config's epochs")
+    p.add_argument(
+        "--num_epochs",
+        type=int,
+        help="override the config's epochs (its lr_boundaries are rescaled to the same "
+        "fractions of training unless --lr_boundaries is given)",
+    )
+    p.add_argument(
+        "--lr_boundaries",
+        metavar="E1,E2,...|none",
+        help="epochs (0-based) from which the learning rate is decayed; must lie below the "
+        "number of epochs",
+    )
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument(
         "--mmce_variant",
@@ -66,6 +97,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "code: 2), or none",
     )
     p.add_argument("--workdir", default="results/compare_losses", help="results folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results in --workdir even if another config produced them",
+    )
     p.add_argument("--data_dir", help="tensorflow-datasets data directory")
     p.add_argument(
         "--download",
@@ -75,37 +111,71 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no_plots", action="store_true", help="skip the reliability PNGs")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parses the command line (see the module docstring)."""
+    return build_parser().parse_args(argv)
+
+
+def make_config(args: argparse.Namespace):
+    """The config named by ``--config`` with the flags' overrides, validated.
+
+    Raises:
+      ConfigError: an unknown config or a bad value, as one line naming the field.
+    """
+    from examples.compare_losses.configs import ConfigError, get_config, validate
+
+    config = get_config(args.config)
+    names = ("dataset", "model", "num_epochs", "seed", "mmce_variant", "loss_reduction")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.clip_global_norm is not None:
+        overrides["clip_global_norm"] = (
+            None if args.clip_global_norm == "none" else args.clip_global_norm
+        )
+    if args.losses is not None:
+        overrides["losses"] = tuple(s.strip() for s in args.losses.split(",") if s.strip())
+    if args.num_epochs is not None and args.lr_boundaries is None and args.num_epochs > 0:
+        # Same fractions of training, rounded; boundaries that fall outside are dropped.
+        scaled = (
+            math.floor(b * args.num_epochs / config.num_epochs + 0.5) for b in config.lr_boundaries
+        )
+        overrides["lr_boundaries"] = tuple(sorted({b for b in scaled if 0 < b < args.num_epochs}))
+    if args.lr_boundaries is not None:
+        text = args.lr_boundaries.strip().lower()
+        try:
+            overrides["lr_boundaries"] = tuple(
+                int(b) for b in ([] if text == "none" else text.split(","))
+            )
+        except ValueError:
+            raise ConfigError(
+                "--lr_boundaries takes comma-separated integers or none, "
+                f"got {args.lr_boundaries!r}"
+            ) from None
+    return validate(config.replace(**overrides))
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-    """Runs the comparison; returns the table rows."""
-    args = parse_args(argv)
+    """Runs the comparison; returns the table rows.
+
+    Bad flags, an unknown config, loss or dataset, invalid config values and a results folder
+    of another config end with a one-line error and exit status 2 before any file is written.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from examples.compare_losses.configs import ConfigError
+
+    try:
+        config = make_config(args)
+    except ConfigError as err:
+        parser.error(str(err))
     import jax
 
     if args.distributed:
         jax.distributed.initialize()
 
     from examples.compare_losses import compare
-    from examples.compare_losses.configs import ALL_LOSSES, get_config
-
-    config = get_config(args.config)
-    overrides = {
-        k: getattr(args, k)
-        for k in ("dataset", "model", "num_epochs", "seed", "mmce_variant", "loss_reduction")
-        if getattr(args, k) is not None
-    }
-    if args.clip_global_norm is not None:
-        overrides["clip_global_norm"] = (
-            None if args.clip_global_norm == "none" else args.clip_global_norm
-        )
-    if args.losses:
-        losses = tuple(s.strip() for s in args.losses.split(",") if s.strip())
-        unknown = sorted(set(losses) - set(ALL_LOSSES))
-        if unknown:
-            sys.exit(f"unknown losses {unknown}; choose from {','.join(ALL_LOSSES)}")
-        overrides["losses"] = losses
-    config = config.replace(**overrides)
 
     start = time.perf_counter()
     try:
@@ -116,11 +186,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             download=args.download,
             plots=not args.no_plots,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
+            config_name=args.config,
         )
+    except ConfigError as err:
+        parser.error(str(err))
     except RuntimeError as err:
         sys.exit(f"error: {err}")
     if jax.process_index() == 0:
         print()
+        print(compare.describe(config, args.config))
         print(compare.markdown_table(rows))
         print(f"\n{time.perf_counter() - start:.0f} s; results in {args.workdir}/")
     return rows

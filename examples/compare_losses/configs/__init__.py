@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import math
+import pkgutil
 from pathlib import Path
 
 ALL_LOSSES = ("ce", "brier", "mmce", "ls", "fl3", "flsd53")
@@ -102,18 +104,160 @@ def paper_cifar_config(dataset: str, model: str) -> Config:
     )
 
 
+class ConfigError(ValueError):
+    """A config the example cannot run (bad field value, unknown name); one line, for the CLI."""
+
+
+def available_configs() -> tuple[str, ...]:
+    """The config modules of this package, sorted."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg))
+
+
 def get_config(name_or_path: str = "default") -> Config:
-    """Loads ``get_config()`` from a module of this package or from a ``.py`` file path."""
+    """Loads ``get_config()`` from a module of this package or from a ``.py`` file path.
+
+    Raises:
+      ConfigError: an unknown name (the message lists the available ones), a missing file,
+        or a module whose ``get_config()`` does not return a :class:`Config`.
+    """
     if name_or_path.endswith(".py"):
         path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {name_or_path} does not exist")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         if spec is None or spec.loader is None:
-            raise ValueError(f"cannot load config file {name_or_path}")
+            raise ConfigError(f"cannot load config file {name_or_path}")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+    elif name_or_path in available_configs():
+        module = importlib.import_module(f"{__name__}.{name_or_path}")
     else:
-        try:
-            module = importlib.import_module(f"{__name__}.{name_or_path}")
-        except ModuleNotFoundError as err:
-            raise ValueError(f"unknown config {name_or_path!r}") from err
-    return module.get_config()
+        raise ConfigError(
+            f"unknown config {name_or_path!r}; choose one of {', '.join(available_configs())} "
+            "or a path to a .py file defining get_config()"
+        )
+    config = getattr(module, "get_config", lambda: None)()
+    if not isinstance(config, Config):
+        raise ConfigError(f"{name_or_path}: get_config() must return a Config")
+    return config
+
+
+def _int(low: int, high: int | None = None):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}"
+        if value < low or (high is not None and value >= high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high})"
+            return f"must be {bound}, got {value}"
+        return None
+
+    return check
+
+
+def _float(low: float, high: float | None = None, *, open_low=False, closed_high=False):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {value!r}"
+        ok = math.isfinite(value) and (value > low if open_low else value >= low)
+        if high is not None:
+            ok = ok and (value <= high if closed_high else value < high)
+        if not ok:
+            lo = "(" if open_low else "["
+            hi = "inf)" if high is None else (f"{high}]" if closed_high else f"{high})")
+            return f"must lie in {lo}{low}, {hi}, got {value}"
+        return None
+
+    return check
+
+
+def _choice(choices):
+    def check(value):
+        options = choices() if callable(choices) else choices
+        if value not in options:
+            return f"must be one of {', '.join(map(str, options))}; got {value!r}"
+        return None
+
+    return check
+
+
+def _bool(value):
+    return None if isinstance(value, bool) else f"must be True or False, got {value!r}"
+
+
+def _optional(rule):
+    return lambda value: None if value is None else rule(value)
+
+
+def _losses(value):
+    if not isinstance(value, tuple) or not value:
+        return f"must be a non-empty tuple of loss names from {', '.join(ALL_LOSSES)}"
+    unknown = [v for v in value if v not in ALL_LOSSES]
+    if unknown:
+        names = ", ".join(map(str, unknown))
+        return f"contains unknown {names}; choose from {', '.join(ALL_LOSSES)}"
+    if len(set(value)) != len(value):
+        return f"names a loss twice: {', '.join(value)}"
+    return None
+
+
+def _datasets():
+    from examples.compare_losses import input_pipeline
+
+    return input_pipeline.DATASETS
+
+
+def _models():
+    from examples.compare_losses import models
+
+    return models.MODELS
+
+
+# One rule per Config field: None if the value is valid, else what is wrong (one line).
+_RULES = {
+    "dataset": _choice(_datasets),
+    "model": _choice(_models),
+    "losses": _losses,
+    "num_epochs": _int(1),
+    "batch_size": _int(1),
+    "eval_batch_size": _int(1),
+    "learning_rate": _float(0, open_low=True),
+    "momentum": _float(0, 1),
+    "weight_decay": _float(0),
+    "lr_boundaries": lambda v: None if isinstance(v, tuple) else f"must be a tuple, got {v!r}",
+    "lr_decay": _float(0, 1, open_low=True, closed_high=True),
+    "loss_reduction": _choice(("mean", "sum")),
+    "clip_global_norm": _optional(_float(0, open_low=True)),
+    "augment": _bool,
+    "val_fraction": _float(0, 1, open_low=True),
+    "num_bins": _int(1),
+    "seed": _int(0, 2**32),
+    "mmce_weight": _float(0),
+    "mmce_variant": _choice(("mukhoti2020", "kumar2018")),
+    "ls_epsilon": _float(0, 1),
+    "ls_paper_variant": _bool,
+    "checkpoint_every_epochs": _int(1),
+    "max_train_examples": _optional(_int(1)),
+    "track_curves": _bool,
+}
+
+
+def validate(config: Config) -> Config:
+    """Checks every field of ``config`` (and ``lr_boundaries`` against ``num_epochs``).
+
+    Returns ``config`` unchanged; raises :class:`ConfigError` naming the first bad field
+    (its command-line flag is ``--<field>`` where one exists).
+    """
+    for field in dataclasses.fields(config):
+        rule = _RULES.get(field.name)
+        problem = None if rule is None else rule(getattr(config, field.name))
+        if problem:
+            raise ConfigError(f"{field.name} {problem}")
+    bounds, n = config.lr_boundaries, config.num_epochs
+    ints = all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+    if not (ints and all(0 < b < n for b in bounds) and list(bounds) == sorted(set(bounds))):
+        example = ",".join(str(b) for b in sorted({max(1, n // 2), max(1, 3 * n // 4)}) if b < n)
+        raise ConfigError(
+            f"lr_boundaries must be increasing epochs in [1, num_epochs) = [1, {n}), got "
+            f"{bounds}; pass --lr_boundaries {example or 'none'}"
+        )
+    return config
