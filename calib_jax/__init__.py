@@ -7,12 +7,14 @@
 * :mod:`calib_jax.calibrators`: post-hoc calibrators with ``fit``/``apply`` (temperature
   scaling, vector/matrix/Platt scaling, histogram binning, isotonic regression, BBQ).
 * :mod:`calib_jax.validation`: turning value checks into errors under ``jax.jit``.
+* :mod:`calib_jax.plotting`: reliability diagrams (needs matplotlib, imported only when
+  drawing).
 
 Conventions are fixed in the project's SPEC and stated in every docstring.
 """
 
-from calib_jax import calibrators, losses, metrics, validation
+from calib_jax import calibrators, losses, metrics, plotting, validation
 
 __version__ = "0.1.0"
 
-__all__ = ["calibrators", "losses", "metrics", "validation"]
+__all__ = ["calibrators", "losses", "metrics", "plotting", "validation"]

@@ -1,15 +1,25 @@
 """Reliability diagrams with matplotlib.
 
 matplotlib is imported inside the functions, so ``import calib_jax`` never needs it (install
-the ``plot`` extra to use this module). The functions draw per-bin statistics as returned by
-:func:`calib_jax.metrics.reliability_diagram`; any object with the array attributes
-``count, accuracy, confidence, lower, upper`` (one entry per bin) works. Figures are created
-as :class:`matplotlib.figure.Figure` objects without pyplot, so no GUI backend is involved;
-save them with ``fig.savefig(path)``.
+the ``plot`` extra to draw). The functions draw per-bin statistics: a
+:class:`calib_jax.metrics.ReliabilityDiagram` (from :func:`calib_jax.metrics.reliability_diagram`
+or :meth:`calib_jax.metrics.CalibrationState.reliability_diagram`), a
+:class:`~calib_jax.metrics.CalibrationState` itself, or any object with the array attributes
+``count, accuracy, confidence, lower, upper`` (one entry per bin). Figures are created as
+:class:`matplotlib.figure.Figure` objects with the constrained layout engine and without
+pyplot, so no GUI backend is involved and nothing is clipped; save them with
+``fig.savefig(path)``.
+
+How to read a diagram: each non-empty bin is a bar of height ``acc_m`` over its confidence
+interval; a gap bar joins it to the bin's mean confidence ``conf_m``, vermilion where the model
+is over-confident (``conf_m > acc_m``, gap below the diagonal) and green where it is
+under-confident (``acc_m > conf_m``). Bins holding few samples (their accuracy is noise) are
+drawn faint. The lower panel is the histogram of samples per bin.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +29,15 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["reliability_diagram", "reliability_diagrams"]
+__all__ = ["plot_reliability_diagram", "plot_reliability_diagrams"]
+
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies, and opaque so
+# that overlapping bars never mix into a third colour.
+ACCURACY_COLOR = "#56B4E9"
+OVERCONFIDENT_COLOR = "#D55E00"
+UNDERCONFIDENT_COLOR = "#009E73"
+COUNT_COLOR = "#7F7F7F"
+FAINT_ALPHA = 0.3
 
 
 class _BinStats(Protocol):
@@ -30,12 +48,40 @@ class _BinStats(Protocol):
     upper: Any
 
 
-def _as_numpy(diagram: _BinStats) -> dict[str, np.ndarray]:
-    fields = ("count", "accuracy", "confidence", "lower", "upper")
-    missing = [f for f in fields if not hasattr(diagram, f)]
+_FIELDS = ("count", "accuracy", "confidence", "lower", "upper")
+
+
+def _bins_of(diagram: Any) -> Any:
+    """Per-bin statistics from what the user passed (a diagram or a streaming state)."""
+    from calib_jax import metrics
+
+    if isinstance(diagram, metrics.CalibrationState):
+        return diagram.reliability_diagram()
+    if isinstance(diagram, metrics.CalibrationReport):
+        raise TypeError(
+            "a CalibrationReport holds scalar metrics, not per-bin statistics; pass "
+            "calib_jax.metrics.reliability_diagram(predictions, labels) or a CalibrationState"
+        )
+    if (
+        isinstance(diagram, np.ndarray)
+        or hasattr(diagram, "__jax_array__")
+        or (hasattr(diagram, "shape") and hasattr(diagram, "dtype"))
+    ):
+        raise TypeError(
+            "got an array; pass per-bin statistics from "
+            "calib_jax.metrics.reliability_diagram(predictions, labels) or a CalibrationState"
+        )
+    missing = [f for f in _FIELDS if not hasattr(diagram, f)]
     if missing:
-        raise TypeError(f"diagram lacks the per-bin fields {missing}")
-    arrays = {f: np.asarray(getattr(diagram, f), dtype=np.float64) for f in fields}
+        raise TypeError(
+            f"diagram lacks the per-bin fields {missing}; pass "
+            "calib_jax.metrics.reliability_diagram(predictions, labels) or a CalibrationState"
+        )
+    return diagram
+
+
+def _as_numpy(diagram: _BinStats) -> dict[str, np.ndarray]:
+    arrays = {f: np.asarray(getattr(diagram, f), dtype=np.float64) for f in _FIELDS}
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 1:
         raise ValueError(f"per-bin fields must be 1-D arrays of one length, got {shapes}")
@@ -51,139 +97,255 @@ def _ece_and_accuracy(d: dict[str, np.ndarray]) -> tuple[float, float]:
     return ece, float(np.sum(weights * d["accuracy"]))
 
 
-def reliability_diagram(
-    diagram: _BinStats,
+def faint_threshold(total: float) -> float:
+    """Bins with fewer samples than this are drawn faint: ``max(10, 1% of the samples)``.
+
+    With fewer than 10 samples a bin's accuracy has a standard error above ~0.15; the 1% share
+    keeps bins that hardly move the ECE from looking as important as the bins that decide it.
+    """
+    return max(10.0, math.ceil(0.01 * total))
+
+
+def _legend_handles(any_faint: bool, faint_label: str) -> list[Any]:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(facecolor=ACCURACY_COLOR, edgecolor="black", linewidth=0.5, label="accuracy"),
+        Patch(
+            facecolor=OVERCONFIDENT_COLOR,
+            edgecolor="black",
+            linewidth=0.5,
+            label="gap, over-confident",
+        ),
+        Patch(
+            facecolor=UNDERCONFIDENT_COLOR,
+            edgecolor="black",
+            linewidth=0.5,
+            label="gap, under-confident",
+        ),
+        Line2D([], [], linestyle="--", color="black", linewidth=1, label="perfect calibration"),
+    ]
+    if any_faint:
+        handles.append(
+            Patch(
+                facecolor=ACCURACY_COLOR,
+                alpha=FAINT_ALPHA,
+                edgecolor="black",
+                linestyle=":",
+                label=faint_label,
+            )
+        )
+    return handles
+
+
+def _draw(
+    d: dict[str, np.ndarray],
+    ax: Axes,
+    count_ax: Axes | None,
+    *,
+    title: str | None,
+    show_gap: bool,
+    log_counts: bool,
+    faint_below: float | None,
+) -> tuple[bool, float]:
+    """Draws one diagram into ``ax`` (and its histogram into ``count_ax``); returns whether any
+    bin is faint and the threshold used."""
+    total = d["count"].sum()
+    threshold = faint_threshold(total) if faint_below is None else float(faint_below)
+    keep = d["count"] > 0
+    faint = keep & (d["count"] < threshold)
+    lower, width = d["lower"][keep], (d["upper"] - d["lower"])[keep]
+    acc, conf, dim = d["accuracy"][keep], d["confidence"][keep], faint[keep]
+    alpha = np.where(dim, FAINT_ALPHA, 1.0)
+    style = np.where(dim, ":", "-")
+    bars = ax.bar(
+        lower, acc, width=width, align="edge", color=ACCURACY_COLOR, edgecolor="black", lw=0.5
+    )
+    for bar, a, s in zip(bars, alpha, style, strict=True):
+        bar.set_alpha(a)
+        bar.set_linestyle(s)
+    if show_gap:
+        colors = np.where(conf > acc, OVERCONFIDENT_COLOR, UNDERCONFIDENT_COLOR)
+        gaps = ax.bar(
+            lower,
+            np.abs(conf - acc),
+            bottom=np.minimum(acc, conf),
+            width=width,
+            align="edge",
+            color=colors,
+            edgecolor="black",
+            lw=0.5,
+        )
+        for bar, a, s in zip(gaps, alpha, style, strict=True):
+            bar.set_alpha(a)
+            bar.set_linestyle(s)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ece, accuracy = _ece_and_accuracy(d)
+    stats = f"ECE {100 * ece:.2f}%, accuracy {100 * accuracy:.1f}%, N = {total:g}"
+    ax.set_title(stats if title is None else f"{title}\n{stats}", fontsize="medium")
+    if count_ax is None:
+        ax.set_xlabel("confidence")
+        return bool(faint.any()), threshold
+    edges_lower, edges_width = d["lower"], d["upper"] - d["lower"]
+    hist = count_ax.bar(
+        edges_lower,
+        d["count"],
+        width=edges_width,
+        align="edge",
+        color=COUNT_COLOR,
+        edgecolor="black",
+        lw=0.5,
+    )
+    for bar, f in zip(hist, faint, strict=True):
+        bar.set_alpha(FAINT_ALPHA if f else 1.0)
+    if log_counts:
+        count_ax.set_yscale("log")
+        count_ax.set_ylim(bottom=0.8)
+    count_ax.set_xlim(0, 1)
+    count_ax.set_ylabel("samples" + (" (log)" if log_counts else ""))
+    count_ax.set_xlabel("confidence")
+    ax.tick_params(labelbottom=False)
+    return bool(faint.any()), threshold
+
+
+def plot_reliability_diagram(
+    diagram: Any,
     *,
     ax: Axes | None = None,
+    count_ax: Axes | None = None,
     title: str | None = None,
     show_gap: bool = True,
     show_counts: bool = True,
+    log_counts: bool = False,
+    faint_below: float | None = None,
+    legend: bool = True,
 ) -> Axes:
-    """Draws one reliability diagram: per-bin accuracy against confidence.
+    """Draws one reliability diagram: per-bin accuracy against confidence, with a histogram of
+    the samples per bin below it.
 
     Each non-empty bin ``m`` is a bar over its confidence interval ``(lower_m, upper_m]`` of
-    height ``acc_m``; with ``show_gap`` a hatched red bar spans the gap from ``acc_m`` to the
-    mean confidence ``conf_m``. The diagonal is perfect calibration. The legend states the ECE
-    recomputed from the bins, ``Σ_m (|B_m|/N)·|acc_m - conf_m|`` (the same value as
-    :func:`calib_jax.metrics.ece` for the same binning). With ``show_counts`` the share of
-    samples per bin is drawn as a grey step line on a right-hand axis. Empty bins
-    (``count == 0``) are not drawn.
+    height ``acc_m``; with ``show_gap`` a second bar spans the gap between ``acc_m`` and the mean
+    confidence ``conf_m``, vermilion where ``conf_m > acc_m`` (over-confident) and green where
+    ``acc_m > conf_m`` (under-confident). The dashed diagonal is perfect calibration. Bins with
+    fewer than ``faint_below`` samples are drawn faint with dotted edges. The title states the
+    ECE recomputed from the bins, ``Σ_m (|B_m|/N)·|acc_m - conf_m|`` (the value of
+    :func:`calib_jax.metrics.ece` for the same binning), the accuracy and ``N``. Empty bins
+    (``count == 0``) draw no bar. The legend sits outside the data, to the right.
 
     Args:
-      diagram: per-bin statistics with 1-D fields ``count, accuracy, confidence, lower,
-        upper`` of length ``M`` (e.g. from :func:`calib_jax.metrics.reliability_diagram`).
-      ax: matplotlib Axes to draw into; a new figure is created when ``None``.
-      title: Axes title.
+      diagram: a :class:`calib_jax.metrics.ReliabilityDiagram`, a
+        :class:`calib_jax.metrics.CalibrationState`, or an object with 1-D fields ``count,
+        accuracy, confidence, lower, upper`` of length ``M``.
+      ax: Axes for the diagram; with ``None`` a new figure is made (with the histogram below
+        when ``show_counts``).
+      count_ax: Axes for the histogram when ``ax`` is given (no histogram if ``None``).
+      title: first line of the title.
       show_gap: draw the accuracy-confidence gap bars.
-      show_counts: draw the per-bin share of samples on a secondary axis.
+      show_counts: with ``ax=None``, add the histogram panel.
+      log_counts: logarithmic histogram axis (shows bins of 1-10 samples next to a top bin
+        of thousands).
+      faint_below: sample count under which a bin is drawn faint; ``None`` uses
+        :func:`faint_threshold` (``max(10, 1% of N)``).
+      legend: draw the legend (outside the data, right of ``ax``).
 
     Returns:
-      The Axes drawn into (its figure is ``ax.figure``).
+      The diagram's Axes (its figure is ``ax.figure``).
+
+    Raises:
+      TypeError: ``diagram`` is a :class:`~calib_jax.metrics.CalibrationReport` (scalars
+        only), an array, or lacks a per-bin field.
+      ValueError: the per-bin fields are not 1-D arrays of one length.
 
     Examples:
       >>> import types
       >>> import numpy as np
-      >>> from calib_jax.plotting import reliability_diagram
+      >>> from calib_jax.plotting import plot_reliability_diagram
       >>> bins = types.SimpleNamespace(
       ...     count=np.array([0, 10, 30]), accuracy=np.array([0.0, 0.4, 0.9]),
       ...     confidence=np.array([0.0, 0.5, 0.8]), lower=np.array([0.0, 1 / 3, 2 / 3]),
       ...     upper=np.array([1 / 3, 2 / 3, 1.0]))
-      >>> ax = reliability_diagram(bins, title="model")
-      >>> ax.get_title(), len(ax.patches)
-      ('model', 4)
-      >>> ax.get_legend().get_texts()[1].get_text()
-      'Gap (ECE 10.00%)'
+      >>> ax = plot_reliability_diagram(bins, title="model")
+      >>> print(ax.get_title())
+      model
+      ECE 10.00%, accuracy 77.5%, N = 40
+      >>> len(ax.patches)  # two accuracy bars, two gap bars
+      4
 
     References:
       DeGroot & Fienberg 1983, "The Comparison and Evaluation of Forecasters"; Niculescu-Mizil
       & Caruana 2005; Guo et al. 2017, "On Calibration of Modern Neural Networks", Fig. 1.
     """
-    d = _as_numpy(diagram)
+    d = _as_numpy(_bins_of(diagram))
     if ax is None:
         from matplotlib.figure import Figure
 
-        ax = Figure(figsize=(4.0, 4.0)).subplots()
-    keep = d["count"] > 0
-    lower, upper = d["lower"][keep], d["upper"][keep]
-    acc, conf = d["accuracy"][keep], d["confidence"][keep]
-    width = upper - lower
-    ece, accuracy = _ece_and_accuracy(d)
-    ax.bar(
-        lower,
-        acc,
-        width=width,
-        align="edge",
-        color="tab:blue",
-        edgecolor="black",
-        linewidth=0.5,
-        label=f"Accuracy ({100 * accuracy:.1f}% overall)",
+        if show_counts:
+            fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+            ax, count_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        else:
+            fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+            ax = fig.subplots()
+    any_faint, threshold = _draw(
+        d,
+        ax,
+        count_ax,
+        title=title,
+        show_gap=show_gap,
+        log_counts=log_counts,
+        faint_below=faint_below,
     )
-    if show_gap:
-        ax.bar(
-            lower,
-            conf - acc,
-            bottom=acc,
-            width=width,
-            align="edge",
-            color="tab:red",
-            alpha=0.3,
-            edgecolor="tab:red",
-            hatch="//",
-            linewidth=0.5,
-            label=f"Gap (ECE {100 * ece:.2f}%)",
+    if legend:
+        ax.legend(
+            handles=_legend_handles(any_faint, f"faint: < {threshold:g} samples"),
+            loc="upper left",
+            bbox_to_anchor=(1.03, 1.0),
+            borderaxespad=0.0,
+            fontsize="small",
         )
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1)
-    if show_counts and d["count"].sum() > 0:
-        share = ax.twinx()
-        edges = np.append(d["lower"], d["upper"][-1])
-        share.stairs(d["count"] / d["count"].sum(), edges, color="gray", alpha=0.6)
-        share.set_ylim(0, 1)
-        share.set_ylabel("share of samples", color="gray")
-        share.tick_params(axis="y", colors="gray")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left", fontsize="small")
-    if title is not None:
-        ax.set_title(title)
     return ax
 
 
-def reliability_diagrams(
-    diagrams: Sequence[_BinStats],
+def plot_reliability_diagrams(
+    diagrams: Sequence[Any],
     *,
     titles: Sequence[str] | None = None,
     suptitle: str | None = None,
-    panel_size: float = 4.0,
+    panel_size: float = 3.8,
+    show_counts: bool = True,
     **kwargs: Any,
 ) -> Figure:
     """Draws several reliability diagrams side by side (e.g. before / after calibration).
 
-    Each panel is drawn by :func:`reliability_diagram` (same conventions; ``**kwargs`` are
-    passed on) on a shared confidence axis.
+    Each column is drawn by :func:`plot_reliability_diagram` (same conventions; ``**kwargs``
+    such as ``show_gap``, ``log_counts`` and ``faint_below`` are passed on), with its
+    histogram below it when ``show_counts``; one legend for the figure sits below the panels.
 
     Args:
-      diagrams: ``D`` per-bin statistics, one per panel, each with fields of length ``M_d``.
+      diagrams: ``D`` diagrams (anything :func:`plot_reliability_diagram` accepts).
       titles: ``D`` panel titles, or ``None``.
       suptitle: figure title.
-      panel_size: width and height of one panel in inches.
-      **kwargs: forwarded to :func:`reliability_diagram` (``show_gap``, ``show_counts``).
+      panel_size: width of one column in inches.
+      show_counts: draw the histogram row.
+      **kwargs: forwarded to :func:`plot_reliability_diagram`.
 
     Returns:
-      A :class:`matplotlib.figure.Figure` with ``D`` panels in one row.
+      A :class:`matplotlib.figure.Figure` with ``D`` columns.
 
     Examples:
       >>> import types
       >>> import numpy as np
-      >>> from calib_jax.plotting import reliability_diagrams
+      >>> from calib_jax.plotting import plot_reliability_diagrams
       >>> def bins(acc):
       ...     return types.SimpleNamespace(
       ...         count=np.array([5, 5]), accuracy=np.array(acc), confidence=np.array([0.3, 0.8]),
       ...         lower=np.array([0.0, 0.5]), upper=np.array([0.5, 1.0]))
-      >>> fig = reliability_diagrams([bins([0.2, 0.6]), bins([0.3, 0.8])],
-      ...                            titles=["before", "after"])
-      >>> [ax.get_title() for ax in fig.axes if ax.get_title()]
+      >>> fig = plot_reliability_diagrams([bins([0.2, 0.6]), bins([0.3, 0.8])],
+      ...                                 titles=["before", "after"])
+      >>> [ax.get_title().splitlines()[0] for ax in fig.axes if ax.get_title()]
       ['before', 'after']
 
     References:
@@ -197,10 +359,38 @@ def reliability_diagrams(
         raise ValueError("need at least one diagram")
     if titles is not None and len(titles) != len(diagrams):
         raise ValueError(f"got {len(titles)} titles for {len(diagrams)} diagrams")
-    fig = Figure(figsize=(panel_size * len(diagrams), panel_size), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(diagrams)))
-    for i, (ax, diagram) in enumerate(zip(axes, diagrams, strict=True)):
-        reliability_diagram(diagram, ax=ax, title=None if titles is None else titles[i], **kwargs)
+    unknown = set(kwargs) - {"show_gap", "log_counts", "faint_below"}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+    n = len(diagrams)
+    height = panel_size * (1.45 if show_counts else 1.1) + 0.6
+    fig = Figure(figsize=(panel_size * n, height), layout="constrained")
+    if show_counts:
+        grid = np.asarray(fig.subplots(2, n, sharex="col", height_ratios=[3, 1], squeeze=False))
+        pairs = list(zip(grid[0], grid[1], strict=True))
+    else:
+        pairs = [(ax, None) for ax in np.atleast_1d(fig.subplots(1, n))]
+    any_faint, thresholds = False, set()
+    for i, ((ax, count_ax), diagram) in enumerate(zip(pairs, diagrams, strict=True)):
+        d = _as_numpy(_bins_of(diagram))
+        faint, threshold = _draw(
+            d,
+            ax,
+            count_ax,
+            title=None if titles is None else titles[i],
+            show_gap=kwargs.get("show_gap", True),
+            log_counts=kwargs.get("log_counts", False),
+            faint_below=kwargs.get("faint_below"),
+        )
+        any_faint |= faint
+        thresholds.add(threshold)
+    faint_label = (
+        f"faint: < {thresholds.pop():g} samples"
+        if len(thresholds) == 1
+        else "faint: < max(10, 1% of N) samples"
+    )
+    handles = _legend_handles(any_faint, faint_label)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
     if suptitle is not None:
         fig.suptitle(suptitle)
     return fig

@@ -217,10 +217,10 @@ def _plot(path: Path, loss: str, calibrated, labels: np.ndarray, config: Config)
             calib_jax.metrics.reliability_diagram(probs, labels, num_bins=config.num_bins)
         )
         titles.append("uncalibrated" if t is None else f"{name}, T={t:.2f}")
-    fig = plotting.reliability_diagrams(
+    fig = plotting.plot_reliability_diagrams(
         diagrams, titles=titles, suptitle=f"{LOSS_TITLES.get(loss, loss)} — {config.dataset}"
     )
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
 
 
 def _fmt(row: dict, field: str, percent: bool) -> str:
