@@ -390,7 +390,9 @@ def plot_reliability_diagrams(
         else "faint: < max(10, 1% of N) samples"
     )
     handles = _legend_handles(any_faint, faint_label)
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    # One legend row needs about 1.9 inches per entry; narrower figures wrap it.
+    ncols = max(1, min(len(handles), int(panel_size * n / 1.9)))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize="small")
     if suptitle is not None:
         fig.suptitle(suptitle)
     return fig
