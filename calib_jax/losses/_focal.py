@@ -155,7 +155,8 @@ def _check_schedule(boundaries: ArrayLike, gammas: ArrayLike):
         b_ok = jnp.all((b >= 0) & (b <= 1)) & jnp.all(b[1:] > b[:-1])
         _validation.check_value(b_ok, "boundaries must increase strictly within [0, 1].")
         g = _validation.hyperparameter(jnp.asarray(gammas, jnp.float32).reshape(-1), "gammas")
-        return b, jnp.where(b_ok, g, jnp.nan)
+        # One bad entry invalidates the whole schedule, not only the rows that would read it.
+        return b, jnp.where(b_ok & jnp.all(g == g), g, jnp.nan)
     boundaries = tuple(float(b) for b in boundaries)
     gammas = tuple(float(g) for g in gammas)
     if any(not 0 <= b <= 1 for b in boundaries) or any(
@@ -347,8 +348,9 @@ def sigmoid_focal_loss(
     if mask is not None:
         z = jnp.where(mask, z, jnp.zeros((), z.dtype))
         t = jnp.where(mask, t, jnp.zeros((), z.dtype))
-    # ±inf logits would give a limit (0 or inf): invalid input is NaN, like out-of-range targets.
-    z = jnp.where(jnp.isfinite(z), z, jnp.nan)
+    # ±inf logits would give a limit (0 or inf): invalid input is NaN, like out-of-range targets
+    # (added, not selected, so that the gradient is NaN as well).
+    z = z + jnp.where(jnp.isfinite(z), jnp.zeros((), z.dtype), jnp.full((), jnp.nan, z.dtype))
     t = jnp.where(in_range, t, jnp.nan)
     loss = _sigmoid_focal_term(z, t, jnp.asarray(gamma, z.dtype))
     if alpha is not None:
