@@ -98,10 +98,10 @@ def mdca_penalty(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | Non
           scalar_objective(cross_entropy)(z, y, where=where) + 1.0 * mdca_penalty(z, y, where=where)
       )
 
-    Computed as one column sum of ``p - onehot(y)`` over the valid rows; the derivative of
-    ``|·|`` at 0 is 0. All leading dimensions are flattened into one batch of ``N`` rows; masked
-    rows are dropped exactly (``N`` counts valid rows), so a padded batch gives the value of the
-    unpadded one.
+    Computed as one weighted column sum of ``p - onehot(y)`` over the valid rows; the derivative
+    of ``|·|`` at 0 is 0. All leading dimensions are flattened into one batch of ``N`` rows;
+    masked rows are dropped exactly (``N`` counts valid rows), so a padded batch gives the value
+    of the unpadded one.
 
     Args:
       logits: ``[..., K]`` floating logits.
@@ -129,6 +129,8 @@ def mdca_penalty(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | Non
     p = jnp.exp(shifted - lse[:, None])
     classes = jax.lax.broadcasted_iota(labels.dtype, p.shape, 1)
     residual = p - (classes == labels[:, None]).astype(p.dtype)
-    zero = jnp.zeros((), p.dtype)
-    gaps = jnp.sum(jnp.where(valid[:, None], residual, zero), axis=0) / count
+    # The masked column mean as a vector-matrix product (masked rows hold finite sanitised
+    # logits, so a 0 weight removes them exactly).
+    total = jnp.matmul(valid.astype(p.dtype), residual, precision=jax.lax.Precision.HIGHEST)
+    gaps = total / count
     return _poison_bad_labels(jnp.mean(jnp.abs(gaps)), labels, valid, num_classes)

@@ -141,16 +141,22 @@ def logit_norm_cross_entropy(
     # constant for the gradient, like a softmax's shift): ‖z‖ of ±3e38 logits would overflow,
     # and dividing by max|z_k| itself flushes to 0 on XLA:CPU (its reciprocal is subnormal).
     info = jnp.finfo(z.dtype)
-    _, exponent = jnp.frexp(jax.lax.stop_gradient(jnp.max(jnp.abs(z), axis=-1, keepdims=True)))
-    exponent = jnp.clip(exponent, 3 - info.maxexp, info.maxexp - 3)
-    w = z * _power_of_two(-exponent, z.dtype)
+    top = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    bottom = jax.lax.stop_gradient(jnp.min(z, axis=-1, keepdims=True))
+    _, exponent = jnp.frexp(jnp.maximum(top, -bottom))
+    scale = _power_of_two(jnp.clip(-exponent, 3 - info.maxexp, info.maxexp - 3), z.dtype)
+    w = z * scale
     squares = jnp.sum(w * w, axis=-1, keepdims=True)
     nonzero = squares > 0
     norm = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squares, 1)), 0)
-    denominator = norm + 1e-7 * _power_of_two(-exponent, z.dtype)
-    u = w / (temperature * denominator)
-    _, m, lse = _common.log_normalizer(u)
-    return _common.apply_mask(lse - _common.label_logit(u, labels, m), mask)
+    t = temperature * (norm + 1e-7 * scale)
+    u = w / t
+    # max_k u_k is the largest logit put through the same arithmetic, so no pass over u is
+    # needed to find the softmax's shift; the label's u is gathered from w, not from u.
+    m = jax.lax.stop_gradient(top * scale / t)
+    lse = jnp.log(jnp.sum(jnp.exp(u - m), axis=-1))
+    u_y = _validation.take_label(w, labels) / t[..., 0]
+    return _common.apply_mask(lse - (u_y - m[..., 0]), mask)
 
 
 def _dual_weight(log_p: Array, p_j: Array, gamma: Array) -> tuple[Array, Array, Array]:
@@ -254,10 +260,10 @@ def dual_focal_loss(
     below = z < jax.lax.stop_gradient(z_y)[..., None]
     lowest = jnp.finfo(z.dtype).min
     runner = jnp.max(jnp.where(below, z, lowest), axis=-1)
-    has_runner = jnp.any(below, axis=-1)
-    # Double where: a row with nothing below the label never evaluates exp of `lowest - m`.
-    log_p_j = jnp.where(has_runner, runner - m, jnp.zeros((), z.dtype)) - lse
-    p_j = jnp.where(has_runner, jnp.exp(log_p_j), jnp.zeros((), z.dtype))
+    # runner = lowest means nothing ranks below the label, or a class at the lowest float does,
+    # whose probability is 0 anyway: a per-row test instead of a second pass over the logits.
+    found = runner > lowest
+    p_j = jnp.where(found, jnp.exp(jnp.where(found, runner - m, 0) - lse), 0)
     return _common.apply_mask(_dual_focal_term(z_y - m - lse, p_j, gamma), mask)
 
 
