@@ -46,6 +46,23 @@ def bin_index(values: jax.Array, num_bins: int) -> jax.Array:
     every bf16/f16/f32 input is exactly representable. Values outside ``[0, 1]`` are clipped to
     the first/last bin; callers validate the range.
     """
+    return jnp.clip(_edges_below(values, num_bins, strict=True), 0, num_bins - 1)
+
+
+def complement_bin_index(values: jax.Array, num_bins: int) -> jax.Array:
+    """:func:`bin_index` of ``1 - values``, decided on the exact real number ``1 - v``.
+
+    ``1 - v`` rounded to the input's dtype can cross an edge (float32 ``1 - 0.2`` rounds up to
+    the float above 0.8, one bin high); ``1 - v > m/M`` iff ``v < (M - m)/M``, so the bin is
+    ``M - 1`` minus the number of internal edges at or below ``v``, tested exactly.
+    """
+    return jnp.clip(num_bins - 1 - _edges_below(values, num_bins, strict=False), 0, num_bins - 1)
+
+
+def _edges_below(values: jax.Array, num_bins: int, *, strict: bool) -> jax.Array:
+    """Number of internal edges ``m/M`` (``m = 1 .. M-1``) with ``m/M < v`` (``strict``) or
+    ``m/M <= v``, decided exactly on the real numbers; int32, unclipped for ``v`` outside
+    ``[0, 1]``."""
     num_bins = v.check_num_bins(num_bins)
     values = v.to_compute_dtype(values)
     if num_bins == 1:
@@ -54,9 +71,9 @@ def bin_index(values: jax.Array, num_bins: int) -> jax.Array:
     digits = np.finfo(dtype).nmant + 1
     half = (digits + 1) // 2
     if num_bins >= 2 ** (digits - half):
-        return _bin_index_by_table(values, num_bins)
+        return _edges_below_by_table(values, num_bins, strict)
     # Candidate g - 1 from the rounded product, then exact tests of the real inequalities
-    # c > g/M and c > (g-1)/M. Veltkamp's split c = hi + lo gives halves of at most
+    # c > g/M and c > (g-1)/M (or >=). Veltkamp's split c = hi + lo gives halves of at most
     # digits - half significant bits, so hi*M and lo*M are exact for M < 2^(digits - half) and
     # sign((hi*M - k) + lo*M) = sign(c*M - k). All elementwise arithmetic: no table gather,
     # which XLA:CPU runs far slower than the arithmetic.
@@ -67,21 +84,28 @@ def bin_index(values: jax.Array, num_bins: int) -> jax.Array:
     g = jnp.clip(jnp.ceil(values * m), 1, m)
 
     def above(k):
-        return ((hi * m - k) + lo * m > 0).astype(jnp.int32)
+        diff = (hi * m - k) + lo * m
+        return (diff > 0 if strict else diff >= 0).astype(jnp.int32)
 
-    idx = g.astype(jnp.int32) - 2 + above(g) + above(g - 1)
-    return jnp.clip(idx, 0, num_bins - 1)
+    return g.astype(jnp.int32) - 2 + above(g) + above(g - 1)
 
 
-def _bin_index_by_table(values: jax.Array, num_bins: int) -> jax.Array:
-    """The same rule by comparison with the rounded-down edges (any ``num_bins``)."""
+def _edges_below_by_table(values: jax.Array, num_bins: int, strict: bool) -> jax.Array:
+    """The same count by comparison with tabulated edges (any ``num_bins``): ``v > m/M`` iff
+    ``v`` exceeds ``m/M`` rounded down, ``v >= m/M`` iff ``v`` reaches it rounded up."""
     edges = internal_edges(num_bins, values.dtype)
+    if not strict:
+        exact = np.array(
+            [Fraction(float(e)) == Fraction(m, num_bins) for m, e in enumerate(edges, 1)]
+        )
+        edges = np.where(exact, edges, np.nextafter(edges, edges.dtype.type(np.inf)))
     guess = jnp.clip(jnp.ceil(values * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
     e = jnp.asarray(np.concatenate([[-np.inf], edges, [np.inf]]).astype(values.dtype))
-    lower = e[guess]  # bin `guess` holds (lower, upper]
+    lower = e[guess]  # the count is `guess` when lower < v <= upper (strict)
     upper = e[guess + 1]
-    idx = guess - (values <= lower).astype(jnp.int32) + (values > upper).astype(jnp.int32)
-    return jnp.clip(idx, 0, num_bins - 1)
+    if strict:
+        return guess - (values <= lower).astype(jnp.int32) + (values > upper).astype(jnp.int32)
+    return guess - (values < lower).astype(jnp.int32) + (values >= upper).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,6 +301,39 @@ def _weights(weights: jax.Array | None, n: int) -> jax.Array:
     return weights.astype(jnp.int32)
 
 
+# Rows per chunk of :func:`segment_sum`: each output slot receives at most this many serial
+# float additions per chunk, so its rounding error is at most SUM_CHUNK_ROWS·u of the summed
+# magnitudes whatever N (one serial scatter over N rows lost 7e-4 of ECE at N = 2^23). The
+# partial sums take (N / SUM_CHUNK_ROWS)·slots memory; on XLA:CPU the chunked scatter runs as
+# fast as the plain one (benchmarks/RESULTS.md, 2026-12-02).
+SUM_CHUNK_ROWS = 256
+
+
+def segment_sum(values: jax.Array, slots: jax.Array, num_slots: int) -> jax.Array:
+    """``Σ values`` per slot (``[num_slots]``) with float32 error independent of the row count.
+
+    ``values`` and ``slots`` are ``[R]`` or ``[R, P]`` (every entry of a row goes to its own
+    slot). Rows are scattered chunk by chunk into separate partial sums, which are then added
+    pairwise: the error is at most ``(SUM_CHUNK_ROWS + log2(R / SUM_CHUNK_ROWS))·u`` times the
+    sum of magnitudes in a slot, instead of ``R·u`` for a single serial scatter.
+    """
+    rows = values.shape[0]
+    chunks = -(-rows // SUM_CHUNK_ROWS)
+    chunk = jax.lax.broadcasted_iota(jnp.int32, slots.shape, 0) // SUM_CHUNK_ROWS
+    flat = (slots + num_slots * chunk).reshape(-1)
+    partial = jnp.zeros((chunks * num_slots,), values.dtype).at[flat].add(values.reshape(-1))
+    return pairwise_sum(partial.reshape(chunks, num_slots))
+
+
+def pairwise_sum(x: jax.Array) -> jax.Array:
+    """Sum over the leading axis by halving (error ``log2(len)·u`` of the magnitudes)."""
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        pairs = x[:half] + x[half : 2 * half]
+        x = jnp.concatenate([pairs, x[2 * half :]]) if x.shape[0] % 2 else pairs
+    return x[0]
+
+
 @functools.partial(jax.jit, static_argnames=("num_bins",))
 def bin_sums(
     confidence: jax.Array,
@@ -288,22 +345,23 @@ def bin_sums(
 
     ``weights`` (``[N]``) may be bool/int (exact int32 counts; a mask is 0/1 weights) or float
     (float32 counts, e.g. bootstrap weights). Counts and correct counts come from a single int
-    scatter into ``2·M`` slots (bin, correct), confidences from one float scatter. A sample
-    with weight 0 contributes nothing, even when its confidence is NaN (padding).
+    scatter into ``2·M`` slots (bin, correct). Confidences are summed as offsets from the bin
+    centre (at most ``1/(2M)`` in magnitude) by :func:`segment_sum`, and ``count × centre`` is
+    added back: the float32 error of a bin's sum is then a few ulp of ``count / (2M)``, whatever
+    ``N``. A sample with weight 0 contributes nothing, even when its confidence is NaN (padding).
     """
     conf = v.to_compute_dtype(confidence)
     b = bin_index(conf, num_bins)
     w = _weights(weights, conf.shape[0])
     slot = 2 * b + correct.astype(jnp.int32)
-    pairs = jnp.zeros((2 * num_bins,), w.dtype).at[slot].add(w).reshape(num_bins, 2)
-    # Accumulate c - (bin centre), at most 1/(2M) in magnitude, and add count x centre back:
-    # the scatter's float32 rounding error shrinks by ~2M compared with accumulating c.
+    if jnp.issubdtype(w.dtype, jnp.floating):
+        pairs = segment_sum(w, slot, 2 * num_bins).reshape(num_bins, 2)
+    else:
+        pairs = jnp.zeros((2 * num_bins,), w.dtype).at[slot].add(w).reshape(num_bins, 2)
     centre = jnp.asarray((np.arange(num_bins) + 0.5) / num_bins, conf.dtype)
     wc = jnp.where(w > 0, w.astype(conf.dtype) * (conf - centre[b]), 0)
     count = pairs[:, 0] + pairs[:, 1]
-    # The barrier stops XLA from folding the add into the scatter's initial value.
-    offsets = jax.lax.optimization_barrier(jnp.zeros((num_bins,), conf.dtype).at[b].add(wc))
-    conf_sum = offsets + count.astype(conf.dtype) * centre
+    conf_sum = segment_sum(wc, b, num_bins) + count.astype(conf.dtype) * centre
     return BinSums(count, pairs[:, 1], conf_sum)
 
 
@@ -315,28 +373,38 @@ def classwise_gap_sums(
 
     For each class the weighted gap ``(|B_mj|/N)·|A_mj - C_mj|`` equals ``|this sum| / N``, so
     one scatter of ``-p`` over the ``N·K`` entries plus one of the label indicator over ``N``
-    entries replace three, and no ``[N, K, M]`` one-hot is ever formed. An out-of-range label
-    gives NaN.
+    entries replace three, and no ``[N, K, M]`` one-hot is ever formed. Binary ``[N]`` input is
+    the two columns ``[1 - p, p]``, the first binned by the exact real number ``1 - p``
+    (:func:`complement_bin_index`). Probabilities are summed by :func:`segment_sum`; with unit,
+    mask or integer weights the label indicator is an exact int32 count. An out-of-range label
+    (an unmasked one, or one with non-zero weight) gives NaN.
     """
     p = v.to_compute_dtype(probs)
-    k = p.shape[1]
+    if p.ndim == 1:
+        bins = jnp.stack([complement_bin_index(p, num_bins), bin_index(p, num_bins)], axis=-1)
+        p = jnp.stack([1 - p, p], axis=-1)
+    else:
+        bins = bin_index(p, num_bins)
+    n, k = p.shape
     column = jax.lax.broadcasted_iota(jnp.int32, p.shape, 1)
-    if weights is None:
-        minus_p = -p
-    else:
-        w = weights.astype(p.dtype)[:, None]
-        minus_p = jnp.where(w > 0, -w * p, 0)
-    slot = bin_index(p, num_bins) + num_bins * column
-    sums = jnp.zeros((k * num_bins,), p.dtype).at[slot.reshape(-1)].add(minus_p.reshape(-1))
+    w = None if weights is None else _weights(weights, n)
+    minus_p = -p if w is None else jnp.where(w[:, None] > 0, -w[:, None].astype(p.dtype) * p, 0)
+    sums = segment_sum(minus_p, bins + num_bins * column, k * num_bins)
     # The label term 1[y = j] is non-zero once per row: a second scatter over N entries only
-    # (an [N, K] comparison with the labels is slow on XLA:CPU). Bad labels add NaN.
-    p_y = v.take_label(p, labels)
+    # (an [N, K] comparison with the labels is slow on XLA:CPU).
     valid = (labels >= 0) & (labels < k)
-    if weights is None:
-        hit = jnp.where(valid, 1, jnp.nan).astype(p.dtype)
+    safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+    if k == 2 and probs.ndim == 1:
+        label_bin = jnp.where(safe == 1, bins[:, 1], bins[:, 0])
     else:
-        w = weights.astype(p.dtype)
-        hit = jnp.where(w > 0, jnp.where(valid, w, jnp.nan), 0)
-    label_bin = bin_index(jnp.where(valid, p_y, 0), num_bins)
-    hit_slot = label_bin + num_bins * jnp.where(valid, labels, 0).astype(jnp.int32)
-    return sums.at[hit_slot].add(hit).reshape(k, num_bins)
+        label_bin = bin_index(v.take_label(p, safe), num_bins)
+    hit_slot = label_bin + num_bins * safe
+    used = jnp.ones((n,), bool) if w is None else w > 0
+    poison = jnp.sum(jnp.where(used & ~valid, jnp.nan, 0).astype(p.dtype))
+    if w is None or not jnp.issubdtype(w.dtype, jnp.floating):
+        unit = jnp.ones((n,), jnp.int32) if w is None else w
+        hits = jnp.zeros((k * num_bins,), jnp.int32).at[hit_slot].add(jnp.where(valid, unit, 0))
+        hits = hits.astype(p.dtype)
+    else:
+        hits = segment_sum(jnp.where(valid & used, w, 0), hit_slot, k * num_bins)
+    return (hits + sums + poison).reshape(k, num_bins)

@@ -218,6 +218,18 @@ def to_compute_dtype(x: ArrayLike) -> Array:
     return x.astype(compute_dtype(x))
 
 
+def index_labels(labels: ArrayLike, num_classes: int) -> Array:
+    """Integer ``labels`` as int32 class indices, ``-1`` wherever a label is outside ``[0, K)``.
+
+    Every integer dtype holds valid labels (uint8/16/32 too): the range test runs in the label's
+    own dtype before the cast, so a large unsigned or 64-bit label cannot wrap into the range,
+    and ``-1`` (which an unsigned dtype cannot hold) marks every bad label in the result.
+    """
+    labels = jnp.asarray(labels)
+    valid = (labels >= 0) & (labels < num_classes)
+    return jnp.where(valid, labels.astype(jnp.int32), -1)
+
+
 def take_label(values: Array, labels: Array) -> Array:
     """``values[..., labels]`` along the last axis; NaN where a label is outside ``[0, K)``.
 

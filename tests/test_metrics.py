@@ -583,8 +583,12 @@ def test_invalid_probabilities_under_jit_give_nan_and_masked_rows_are_exempt():
 
 def test_bootstrap_and_reliability_diagram_of_invalid_input_are_nan_everywhere():
     p, y, cases = _invalid_probs()
+    boot = jax.jit(cm.bootstrap, static_argnums=0, static_argnames="num_resamples")
     for bad in (cases["half"], cases["negative"]):
-        reps = cm.bootstrap(cm.ece, bad, y, key=jax.random.key(0), num_resamples=8)
+        # Eagerly the data is checked once and raises; under jit every replicate is NaN.
+        with pytest.raises(ValueError, match="probabilities"):
+            cm.bootstrap(cm.ece, bad, y, key=jax.random.key(0), num_resamples=8)
+        reps = boot(cm.ece, bad, y, key=jax.random.key(0), num_resamples=8)
         assert np.all(np.isnan(reps))
     reps = cm.bootstrap(cm.ece, p, y, key=jax.random.key(0), num_resamples=8)
     assert np.all(np.isfinite(reps))

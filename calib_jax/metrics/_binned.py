@@ -337,16 +337,20 @@ def classwise_ece(
       Calibration in Deep Learning", CVPR Workshops 2019.
     """
     num_bins = v.check_num_bins(num_bins)
-    _, k = _inputs.check_common(probs, labels, where, weights)
+    c = _inputs.validate(probs, labels, where, weights)
     x = v.to_compute_dtype(probs)
     # An invalid row gets an out-of-range label, which classwise_gap_sums turns into NaN.
-    labels = _inputs.poison_labels(labels, v.check_probabilities(probs, "probs", where))
-    if k is None:
-        x = _inputs.two_columns(x)
-    w = _inputs.combined_weights(where, weights)
+    labels = _inputs.poison_labels(c.labels, v.check_probabilities(probs, "probs", c.keep))
+    w = c.weights
     gaps = _binning.classwise_gap_sums(x, labels, num_bins, w)
-    total = jnp.asarray(x.shape[0], x.dtype) if w is None else jnp.sum(w).astype(x.dtype)
+    total = jnp.asarray(x.shape[0], x.dtype) if w is None else _sum_weights(w).astype(x.dtype)
     return classwise_from_sums(gaps, total)
+
+
+def _sum_weights(w: Array) -> Array:
+    if jnp.issubdtype(w.dtype, jnp.floating):
+        return _binning.pairwise_sum(w)
+    return jnp.sum(w, dtype=jnp.int32)
 
 
 class ReliabilityDiagram(NamedTuple):

@@ -55,8 +55,11 @@ def bootstrap(
       method: ``"poisson"`` (default) or ``"multinomial"``.
       **metric_kwargs: static keyword arguments of ``metric`` (``num_bins=...``).
 
-    Invalid data (under ``jit``, where nothing raises) makes every replicate NaN, also those
-    whose resampling weights happen to drop the invalid samples.
+    Invalid data (a label out of range, an invalid probability row, NaN input) raises
+    ``ValueError`` on eager input, as the metric does: the metric is first evaluated once,
+    eagerly, on the unweighted data, which costs one more evaluation. Under ``jit`` (where
+    nothing raises) it makes every replicate NaN, also those whose resampling weights happen to
+    drop the invalid samples.
 
     Returns:
       ``[B]`` float32 metric values (a leading axis over replicates of the metric's output).
@@ -81,6 +84,9 @@ def bootstrap(
         raise TypeError("num_resamples must be a static Python int.")
     if num_resamples < 1:
         raise ValueError(f"num_resamples must be >= 1, got {num_resamples}.")
+    if not any(isinstance(x, jax.core.Tracer) for x in (probs, labels)):
+        # The replicates run under jit, where value checks do not raise: check the data once.
+        metric(probs, labels, **metric_kwargs)
     weights = resample_weights(key, probs.shape[0], int(num_resamples), method)
     return _replicates(metric, tuple(sorted(metric_kwargs.items())), probs, labels, weights)
 

@@ -19,6 +19,8 @@ Input conventions shared by all metrics:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,8 +31,23 @@ from calib_jax import _validation as v
 Array = jax.Array
 
 
-def check_common(probs, labels, where, weights, name: str = "probs") -> tuple[int, int | None]:
-    """Static checks; value checks on labels, weights and mask. Returns ``(N, K or None)``."""
+class Inputs(NamedTuple):
+    """Checked metric inputs (:func:`validate`)."""
+
+    n: int
+    k: int | None
+    labels: Array  # int32; -1 where out of range or where the sample's weight is invalid
+    weights: Array | None  # where and weights combined (see sample_weights)
+    keep: Array | None  # bool [N]: the sample enters the metric (where=True, weight != 0)
+
+
+def validate(probs, labels, where, weights, name: str = "probs") -> Inputs:
+    """Static checks, value checks on labels and weights, and the combined weights.
+
+    Value checks exempt the samples that do not enter the metric (``where=False`` or weight 0),
+    in every mode: eager, checkify and plain ``jit``. A sample with an invalid weight gets
+    label ``-1`` (so its row is NaN downstream) and weight 1 (so the NaN enters every sum).
+    """
     v.check_floating(probs, name)
     v.check_integer(labels, "labels")
     shape = np.shape(probs)
@@ -49,16 +66,85 @@ def check_common(probs, labels, where, weights, name: str = "probs") -> tuple[in
     if where is not None and np.dtype(jnp.asarray(where).dtype) != np.bool_:
         raise TypeError(f"where must be a boolean mask, got dtype {jnp.asarray(where).dtype}.")
     k = shape[1] if len(shape) == 2 else None
-    v.check_labels_in_range(labels, k if k is not None else 2, where)
-    if weights is not None:
-        w = jnp.asarray(weights)
-        ok = (
-            jnp.all(w >= 0) & jnp.all(jnp.isfinite(w))
-            if jnp.issubdtype(w.dtype, jnp.floating)
-            else jnp.all(w >= 0)
+    w, weight_ok = sample_weights(where, weights)
+    keep = None if w is None else w != 0
+    v.check_labels_in_range(labels, k if k is not None else 2, keep)
+    index = v.index_labels(labels, k if k is not None else 2)
+    if weight_ok is not None:
+        index = jnp.where(weight_ok, index, -1)
+    return Inputs(n, k, index, w, keep)
+
+
+def check_common(probs, labels, where, weights, name: str = "probs") -> tuple[int, int | None]:
+    """:func:`validate`'s checks only. Returns ``(N, K or None)``."""
+    checked = validate(probs, labels, where, weights, name)
+    return checked.n, checked.k
+
+
+# Integer weights are exact int32 replication counts: each weight and their total must stay
+# below this.
+INT_WEIGHT_LIMIT = 2**31
+
+
+def sample_weights(where, weights) -> tuple[Array | None, Array | None]:
+    """``(w, ok)``: ``where`` and ``weights`` as one weight vector, and where each is valid.
+
+    ``w`` is the bool mask (no weights), int32 counts (integer weights) or float32-or-wider
+    weights, 0 where ``where`` is False. ``ok`` (None without weights) is False where an
+    unmasked weight is negative, NaN or infinite, or (integer weights) not below ``2^31``, and
+    everywhere when integer weights total ``2^31`` or more; ``w`` is 1 there. Each failure is a
+    value check.
+    """
+    if where is not None:
+        where = jnp.asarray(where, bool)
+    if weights is None:
+        return where, None
+    raw = weights
+    if not isinstance(raw, jax.core.Tracer) and np.issubdtype(np.asarray(raw).dtype, np.integer):
+        # Before JAX converts the array: without 64-bit types it wraps int64 into int32.
+        big = np.asarray(raw) >= INT_WEIGHT_LIMIT
+        if where is not None:
+            big &= np.asarray(where)
+        if np.any(big):
+            raise ValueError(_INT_MESSAGE)
+    w = jnp.asarray(raw)
+
+    def or_masked(ok):
+        return ok if where is None else ok | ~where
+
+    if w.dtype == jnp.bool_:
+        return (w if where is None else w & where), None
+    if jnp.issubdtype(w.dtype, jnp.floating):
+        w = w.astype(jnp.promote_types(w.dtype, jnp.float32))
+        ok = (w >= 0) & jnp.isfinite(w)
+        v.check_value(jnp.all(or_masked(ok)), "weights must be finite and non-negative.")
+    else:
+        ok = w >= 0
+        if jnp.iinfo(w.dtype).max >= INT_WEIGHT_LIMIT:
+            ok &= w < INT_WEIGHT_LIMIT
+        v.check_value(jnp.all(or_masked(ok)), _INT_MESSAGE)
+        w = jnp.where(ok if where is None else ok & where, w, 0).astype(jnp.int32)
+        # int32 wraps a total in [2^31, 2^32) to a negative number; a pairwise float32 sum (error
+        # about 2e-6 relative) tells totals of 2^32 and more apart.
+        total = jnp.sum(w, dtype=jnp.int32)
+        approx = _binning.pairwise_sum(w.astype(jnp.float32))
+        fits = (total >= 0) & (approx < 1.5 * INT_WEIGHT_LIMIT)
+        v.check_value(
+            fits,
+            "integer weights must total less than 2^31 (exact int32 counts); "
+            "pass float weights for larger totals.",
         )
-        v.check_value(ok, "weights must be finite and non-negative.")
-    return n, k
+        ok &= fits
+    ok = or_masked(ok)
+    if where is not None:
+        w = jnp.where(where, w, jnp.zeros((), w.dtype))
+    return jnp.where(ok, w, jnp.ones((), w.dtype)), ok
+
+
+_INT_MESSAGE = (
+    "integer weights must be non-negative and below 2^31 (exact int32 replication counts); "
+    "pass float weights for larger values."
+)
 
 
 def poison_labels(labels, row_ok: Array) -> Array:
@@ -81,36 +167,36 @@ def combined_weights(where, weights) -> Array | None:
 def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = False):
     """Validate and reduce to ``(confidence [N], correct [N] bool, weights or None)``.
 
-    Invalid labels and invalid probability rows give a NaN confidence so that every metric
-    becomes NaN, never a plausible number, also under ``jit`` where value checks are not raised.
+    Invalid labels, invalid probability rows and invalid weights give a NaN confidence (and an
+    invalid weight is replaced by 1 so that the NaN is counted) so that every metric becomes
+    NaN, never a plausible number, also under ``jit`` where value checks are not raised.
     Logits need no row check: NaN or inf logits already give a NaN confidence.
     """
-    _, k = check_common(probs, labels, where, weights, "logits" if from_logits else "probs")
+    c = validate(probs, labels, where, weights, "logits" if from_logits else "probs")
     x = v.to_compute_dtype(probs)
-    labels = jnp.asarray(labels)
+    labels = c.labels
     if from_logits:
-        v.check_finite(x, "logits", where)
-        if k is None:
+        v.check_finite(x, "logits", c.keep)
+        if c.k is None:
             conf = jax.nn.sigmoid(x)
             correct = labels == 1
-            valid = (labels == 0) | (labels == 1)
+            valid = labels >= 0
         else:
             _, correct, norm = _binning.top_label_of_logits(x, labels)
             # max softmax = exp(0) / sum(exp(z - max)): the same float as max(softmax(z)).
             conf = 1.0 / norm
-            valid = (labels >= 0) & (labels < k)
-    elif k is None:
+            valid = labels >= 0
+    elif c.k is None:
         conf, correct = x, labels == 1
-        valid = ((labels == 0) | (labels == 1)) & v.check_probabilities(probs, "probs", where)
+        valid = (labels >= 0) & v.check_probabilities(probs, "probs", c.keep)
     else:
-        row_ok, row_max, row_sum = v.probability_rows(probs, "probs", where)
+        row_ok, row_max, row_sum = v.probability_rows(probs, "probs", c.keep)
         conf, correct = _binning.top_label_of_probs(x, labels, row_max, row_sum)
-        valid = (labels >= 0) & (labels < k) & row_ok
+        valid = (labels >= 0) & row_ok
     conf = jnp.where(valid, conf, jnp.nan)
-    w = combined_weights(where, weights)
-    if w is not None:
-        v.check_value(jnp.sum(w) > 0, "every sample is masked out (where/weights): no data.")
-    return conf, correct, w
+    if c.keep is not None:
+        v.check_value(jnp.any(c.keep), "every sample is masked out (where/weights): no data.")
+    return conf, correct, c.weights
 
 
 def two_columns(probs: Array) -> Array:
@@ -124,18 +210,17 @@ def top_label_correct(scores, labels, where=None, weights=None):
     (probabilities or logits, same first maximum), or ``[N]`` binary probabilities (class 1
     predicted iff ``p > 0.5``). ``poison`` is 0, or NaN where a label is out of range or a row
     is not finite; samples with weight 0 (``where=False``) are exempt."""
-    _, k = check_common(scores, labels, where, weights, "probs")
+    c = validate(scores, labels, where, weights, "probs")
     x = v.to_compute_dtype(scores)
-    labels = jnp.asarray(labels)
-    v.check_finite(x, "probs", where)
-    if k is None:
+    labels = c.labels
+    v.check_finite(x, "probs", c.keep)
+    if c.k is None:
         correct = (x > 0.5) == (labels == 1)
-        valid = ((labels == 0) | (labels == 1)) & jnp.isfinite(x)
+        valid = (labels >= 0) & jnp.isfinite(x)
     else:
         _, correct, _ = _binning.first_max_correct(x, labels)
-        valid = (labels >= 0) & (labels < k) & jnp.all(jnp.isfinite(x), axis=-1)
-    w = combined_weights(where, weights)
-    if w is not None:
-        valid = valid | (w == 0)
+        valid = (labels >= 0) & jnp.all(jnp.isfinite(x), axis=-1)
+    if c.keep is not None:
+        valid = valid | ~c.keep
     poison = jnp.where(valid, jnp.zeros((), x.dtype), jnp.nan)
-    return poison, correct, w
+    return poison, correct, c.weights

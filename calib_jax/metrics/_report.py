@@ -51,7 +51,7 @@ class _Pass(NamedTuple):
 
     conf: Array
     correct: Array
-    probs: Array
+    probs: Array  # [N, K], or [N] positive-class probabilities of binary input
     nll: Array
     brier: Array
     hit: Array
@@ -61,7 +61,8 @@ def logits_pass(logits: Array, labels: Array) -> _Pass:
     """Softmax, its maximum, the first-maximum correctness, NLL and Brier from one softmax.
 
     ``[N]`` binary logits give the positive-class quantities (confidence ``σ(z)``, "correct"
-    means ``label == 1``, accuracy thresholds ``σ(z) > 0.5``) and two-column probabilities.
+    means ``label == 1``, accuracy thresholds ``σ(z) > 0.5``); their ``probs`` is ``σ(z)`` ``[N]``,
+    which :func:`calib_jax._binning.classwise_gap_sums` takes as the two columns ``[1 - p, p]``.
     """
     z = v.to_compute_dtype(logits)
     if z.ndim == 1:
@@ -72,7 +73,7 @@ def logits_pass(logits: Array, labels: Array) -> _Pass:
         return _Pass(
             conf=conf,
             correct=positive,
-            probs=jnp.stack([1 - p, p], axis=-1),
+            probs=p,
             nll=_scores.per_sample_nll(z, labels),
             brier=_scores.per_sample_brier(p, labels),
             hit=(z > 0) == positive,
@@ -197,9 +198,8 @@ def calibration_report(
       Guo et al., ICML 2017; Mukhoti et al., NeurIPS 2020; Kull et al., NeurIPS 2019.
     """
     num_bins = v.check_num_bins(num_bins)
-    _inputs.check_common(logits, labels, where, None, "logits")
-    v.check_finite(jnp.asarray(logits), "logits", where)
-    w = None if where is None else jnp.asarray(where, bool)
-    if w is not None:
-        v.check_value(jnp.any(w), "every sample is masked out (where): no data.")
-    return _report(jnp.asarray(logits), jnp.asarray(labels), w, num_bins)
+    c = _inputs.validate(logits, labels, where, None, "logits")
+    v.check_finite(jnp.asarray(logits), "logits", c.keep)
+    if c.keep is not None:
+        v.check_value(jnp.any(c.keep), "every sample is masked out (where): no data.")
+    return _report(jnp.asarray(logits), c.labels, c.weights, num_bins)

@@ -70,11 +70,10 @@ def nll(
       Quiñonero-Candela et al., "Evaluating Predictive Uncertainty Challenge", 2006;
       Guo et al., ICML 2017.
     """
-    _inputs.check_common(logits, labels, where, weights, "logits")
+    c = _inputs.validate(logits, labels, where, weights, "logits")
     z = v.to_compute_dtype(logits)
-    v.check_finite(z, "logits", where)
-    w = _inputs.combined_weights(where, weights)
-    return weighted_mean(per_sample_nll(z, jnp.asarray(labels)), w)
+    v.check_finite(z, "logits", c.keep)
+    return weighted_mean(per_sample_nll(z, c.labels), c.weights)
 
 
 def brier(
@@ -110,12 +109,11 @@ def brier(
       Brier, "Verification of forecasts expressed in terms of probability", Monthly Weather
       Review, 1950.
     """
-    _inputs.check_common(probs, labels, where, weights)
+    c = _inputs.validate(probs, labels, where, weights)
     p = v.to_compute_dtype(probs)
     # An invalid row gets an out-of-range label: its Brier term is NaN.
-    labels = _inputs.poison_labels(labels, v.check_probabilities(probs, "probs", where))
-    w = _inputs.combined_weights(where, weights)
-    return weighted_mean(per_sample_brier(p, labels), w)
+    labels = _inputs.poison_labels(c.labels, v.check_probabilities(probs, "probs", c.keep))
+    return weighted_mean(per_sample_brier(p, labels), c.weights)
 
 
 def accuracy(

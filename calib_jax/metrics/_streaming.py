@@ -222,22 +222,21 @@ class CalibrationState(NamedTuple):
           [0 0 0 1 1] [0 0 0 0 1]
         """
         num_bins = v.check_num_bins(num_bins)
-        _inputs.check_common(predictions, labels, where, None)
+        c = _inputs.validate(predictions, labels, where, None)
         x = jnp.asarray(predictions)
-        labels = jnp.asarray(labels)
+        labels = c.labels
         row_stats = None
         if from_logits:
-            v.check_finite(x, "logits", where)
+            v.check_finite(x, "logits", c.keep)
         elif x.ndim == 2:
             # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier. The
             # check's row maximum and sum also give the first-maximum tie test.
-            row_ok, row_max, row_sum = v.probability_rows(x, "probs", where)
+            row_ok, row_max, row_sum = v.probability_rows(x, "probs", c.keep)
             labels = _inputs.poison_labels(labels, row_ok)
             row_stats = (row_max, row_sum)
         else:
-            labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", where))
-        w = None if where is None else jnp.asarray(where, bool)
-        return _batch_state(x, labels, w, num_bins, from_logits, row_stats)
+            labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
+        return _batch_state(x, labels, c.weights, num_bins, from_logits, row_stats)
 
     def merge(self, other: CalibrationState) -> CalibrationState:
         """Add two states (associative and commutative; :meth:`empty` is the identity).
@@ -415,7 +414,7 @@ def _probs_pass(p: Array, labels: Array, row_stats: tuple[Array, Array] | None) 
         return _report._Pass(
             conf=jnp.where(valid, x, jnp.nan),
             correct=positive,
-            probs=_inputs.two_columns(x),
+            probs=x,
             nll=-jnp.log(jnp.where(positive, x, 1 - x)) + jnp.where(valid, 0, jnp.nan),
             brier=_scores.per_sample_brier(x, labels),
             hit=(x > 0.5) == positive,
