@@ -1,7 +1,7 @@
 """Command line: train with each loss, temperature-scale, print and save the comparison.
 
     python -m examples.compare_losses                       # offline digits, all six losses
-    python -m examples.compare_losses --losses ce,fl3 --config overconfident
+    python -m examples.compare_losses --losses ce,fl3 --config overconfident --workdir results/oc
     python -m examples.compare_losses --config cifar10_resnet50 --download
 
 Outputs (in ``--workdir``, default ``results/compare_losses``): ``results.md``,
@@ -21,6 +21,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from examples.compare_losses.configs import Config
 
 # Quiet TensorFlow-datasets' optional TF probing; must precede its import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -119,7 +123,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def make_config(args: argparse.Namespace):
+def make_config(args: argparse.Namespace) -> Config:
     """The config named by ``--config`` with the flags' overrides, validated.
 
     Raises:
@@ -136,12 +140,13 @@ def make_config(args: argparse.Namespace):
         )
     if args.losses is not None:
         overrides["losses"] = tuple(s.strip() for s in args.losses.split(",") if s.strip())
-    if args.num_epochs is not None and args.lr_boundaries is None and args.num_epochs > 0:
+    old = (config.num_epochs, *config.lr_boundaries)
+    rescale = all(isinstance(v, int) and not isinstance(v, bool) for v in old) and old[0] > 0
+    if args.num_epochs is not None and args.lr_boundaries is None and rescale:
         # Same fractions of training, rounded; boundaries that fall outside are dropped.
-        scaled = (
-            math.floor(b * args.num_epochs / config.num_epochs + 0.5) for b in config.lr_boundaries
-        )
-        overrides["lr_boundaries"] = tuple(sorted({b for b in scaled if 0 < b < args.num_epochs}))
+        n = args.num_epochs
+        scaled = {math.floor(b * n / config.num_epochs + 0.5) for b in config.lr_boundaries}
+        overrides["lr_boundaries"] = tuple(sorted(b for b in scaled if 0 < b < n))
     if args.lr_boundaries is not None:
         text = args.lr_boundaries.strip().lower()
         try:
