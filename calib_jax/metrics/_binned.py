@@ -27,10 +27,12 @@ _CONVENTIONS = """
     the first maximum of each row (NumPy ``argmax`` ties). ``[N]`` input is binary
     positive-class calibration (confidence ``p``, "correct" means ``label == 1``, as in
     scikit-learn's ``calibration_curve``); pass ``[1 - p, p]`` for top-label calibration.
-    Computed in float32 (float64 for float64 input) whatever the input dtype. Invalid input
-    (an unmasked label out of range, a probability row with an entry outside ``[0, 1]`` or a
-    sum off one, NaN/inf) raises eagerly, is a checkify check under ``jit``, and in any case
-    gives NaN, never a plausible number.
+    Computed in float32 (float64 for float64 input) whatever the input dtype, with sums whose
+    error does not grow with ``N``. Invalid input (a label out of range, a probability row with
+    an entry outside ``[0, 1]`` or a sum off one, NaN/inf, a negative, NaN or infinite weight,
+    integer weights reaching ``2^31`` in total) raises eagerly, is a checkify check under
+    ``jit``, and in any case gives NaN, never a plausible number. Samples with ``where=False``
+    or weight 0 are exempt, in all three modes. Labels may have any integer dtype.
 """
 
 
@@ -434,7 +436,7 @@ def reliability_diagram(
       >>> p = jnp.array([0.1, 0.2, 0.3, 0.4, 0.65, 0.7, 0.8, 0.9, 1.0])
       >>> y = jnp.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
       >>> d = cj.metrics.reliability_diagram(p, y, num_bins=3)
-      >>> print(d.count, d.accuracy, d.confidence)
+      >>> print(d.count, d.accuracy, d.confidence.round(6))
       [3 2 4] [0.  0.5 1. ] [0.2   0.525 0.85 ]
 
     References:

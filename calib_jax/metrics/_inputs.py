@@ -9,12 +9,17 @@ Input conventions shared by all metrics:
   torchmetrics' ``binary_calibration_error`` and netcal's binary ECE). For top-label calibration
   of a binary model pass the two columns ``[1 - p, p]``.
 * ``where`` (bool ``[N]``) keeps a sample when True; ``weights`` (``[N]``, non-negative) weighs
-  it. Integer/bool weights keep counts exact (int32); float weights give float32 counts.
+  it. Integer/bool weights keep counts exact (int32: each integer weight and their total must
+  be below ``2^31``); float weights give float32 counts. A negative, NaN or infinite weight is
+  invalid like a bad label.
+* Labels may have any integer dtype; they are used as int32 indices with ``-1`` for every
+  label outside ``[0, K)`` (:func:`calib_jax._validation.index_labels`).
 * Invalid values (a label outside ``[0, K)``, a probability row with an entry outside ``[0, 1]``
   or a sum off one by more than :func:`calib_jax._validation.probability_tolerance`, NaN or
-  inf) raise eagerly, are checkify checks under ``jit``, and in any case make the row's
-  confidence (and label term) NaN, so every metric is NaN rather than a plausible number. A
-  sample that does not enter the metric (``where=False`` or weight 0) is exempt.
+  inf, an invalid weight) raise eagerly, are checkify checks under ``jit``, and in any case make
+  the row's confidence (and label term) NaN, so every metric is NaN rather than a plausible
+  number. A sample that does not enter the metric (``where=False`` or weight 0) is exempt, in
+  all three modes.
 """
 
 from __future__ import annotations
