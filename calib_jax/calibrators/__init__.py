@@ -9,7 +9,8 @@ a stack of models' validation sets, and their parameters saved as plain pytrees.
 * On logits: :func:`temperature_scaling`, :func:`vector_scaling`, :func:`matrix_scaling`,
   :func:`platt_scaling` (binary).
 * On probabilities (binary ``[N]`` or one-vs-rest / top-label ``[N, K]``):
-  :func:`histogram_binning`, :func:`isotonic_regression`, :func:`bbq`.
+  :func:`histogram_binning`, :func:`isotonic_regression`, :func:`bbq`,
+  :func:`beta_calibration`.
 * :func:`calibrate_and_report`: fit on validation data and compare test metrics.
 
 Fit-time checks: empty or one-sample sets, mismatched shapes and wrong dtypes raise at trace
@@ -21,6 +22,7 @@ not summing to one), which under ``jit`` give NaN rows instead of a clipped, pla
 """
 
 from calib_jax.calibrators._base import Calibrator
+from calib_jax.calibrators._beta import BetaParams, beta_calibration
 from calib_jax.calibrators._nonparametric import (
     BBQParams,
     HistogramBinningParams,
@@ -43,6 +45,7 @@ from calib_jax.calibrators._scaling import (
 
 __all__ = [
     "BBQParams",
+    "BetaParams",
     "Calibrator",
     "HistogramBinningParams",
     "IsotonicParams",
@@ -51,6 +54,7 @@ __all__ = [
     "TemperatureParams",
     "VectorScalingParams",
     "bbq",
+    "beta_calibration",
     "calibrate_and_report",
     "histogram_binning",
     "isotonic_regression",

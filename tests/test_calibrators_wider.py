@@ -1,0 +1,269 @@
+"""Calibrators of the wider field against float64 references and their peer packages.
+
+Beta calibration against betacal 1.1.0, with the same shared shapes (N = 400 validation rows,
+K = 4 classes, 4 stacked models) so that compiled functions are reused.
+"""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from scipy import optimize
+
+import calib_jax as cj
+from calib_jax import calibrators as cal
+
+N, K, MODELS = 400, 4, 4
+
+
+def _softmax64(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _overconfident(seed, n, k=K, scale=3.0, t_star=2.5):
+    """Labels drawn from softmax(z); the model reports t_star * z (over-confident)."""
+    rng = np.random.default_rng(seed)
+    z = scale * rng.standard_normal((n, k))
+    y = (_softmax64(z).cumsum(-1) > rng.random((n, 1))).argmax(-1)
+    return (t_star * z).astype(np.float32), y.astype(np.int32)
+
+
+def _binary(seed, n, shape="square"):
+    """Scores in (0.01, 0.99) and labels whose frequency is a non-logistic function of them."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0.01, 0.99, n)
+    freq = {
+        "square": s**2,
+        "concave": 1 - (1 - s) ** 3,
+        "decreasing_tail": 0.5 + 0.3 * np.sin(6 * s),  # betacal refits with a = 0
+        "v_shape": np.where(s < 0.5, 0.8 - s, s),  # betacal refits with a = 0
+    }[shape]
+    return s.astype(np.float32), (rng.random(n) < freq).astype(np.int32)
+
+
+def _close(a, b, tol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+# ------------------------------------------------------------------------- beta calibration
+
+
+def _logistic64(x, y):
+    """Float64 unpenalised logistic regression with intercept (tight L-BFGS-B)."""
+    x = np.column_stack([x, np.ones(len(y))])
+
+    def f(th):
+        u = x @ th
+        return np.mean(np.logaddexp(0, u) - y * u), x.T @ (1 / (1 + np.exp(-u)) - y) / len(y)
+
+    opts = {"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000}
+    return optimize.minimize(f, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options=opts).x
+
+
+def _beta64(s, y):
+    """Reference beta calibration: the "abm" fit with betacal's refit rule, in float64.
+
+    betacal 1.1.0, betacal/beta_calibration.py lines 20-44: features ln s and -ln(1 - s);
+    if the coefficient of ln s is negative refit without it (a = 0), elif that of -ln(1 - s) is
+    negative refit without it (b = 0). Returns (a, b, c).
+    """
+    eps = np.finfo(np.float32).eps
+    s = np.clip(np.asarray(s, np.float64), eps, 1 - eps)
+    x = np.column_stack([np.log(s), -np.log1p(-s)])
+    a, b, c = _logistic64(x, y)
+    if a < 0:
+        (b, c), a = _logistic64(x[:, 1:], y), 0.0
+    elif b < 0:
+        (a, c), b = _logistic64(x[:, :1], y), 0.0
+    return a, b, c
+
+
+def _beta_predict64(params, s):
+    eps = np.finfo(np.float32).eps
+    s = np.clip(np.asarray(s, np.float64), eps, 1 - eps)
+    a, b, c = params
+    return 1 / (1 + np.exp(-(a * np.log(s) - b * np.log1p(-s) + c)))
+
+
+def _clip32(s):
+    eps = np.finfo(np.float32).eps
+    return np.clip(np.asarray(s, np.float64), eps, 1 - eps)
+
+
+BETA = cal.beta_calibration()
+SHAPES = ["square", "concave", "decreasing_tail", "v_shape"]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_beta_equals_float64_reference(shape):
+    s, y = _binary(1, 2000, shape)
+    params = jax.jit(BETA.fit)(s, y)
+    a, b, c = _beta64(s, y)
+    got = (*np.asarray(params.slopes[0], np.float64), float(params.intercept[0]))
+    np.testing.assert_allclose(got, (a, b, c), atol=5e-4, rtol=5e-4)
+    q = np.linspace(0.0, 1.0, 101).astype(np.float32)
+    out = np.asarray(BETA.apply(params, q))
+    np.testing.assert_allclose(out[:, 1], _beta_predict64((a, b, c), q), atol=2e-5)
+    np.testing.assert_allclose(out.sum(-1), 1, atol=1e-6)
+    assert (a == 0) == (got[0] == 0) and (b == 0) == (got[1] == 0)
+
+
+@pytest.fixture(scope="module")
+def betacal_converged(monkeypatch_module):
+    """betacal with its internal LogisticRegression run to convergence (its default tol=1e-4
+    stops lbfgs up to ~2e-4 away in probability); same code path, same refit rule."""
+    betacal = pytest.importorskip("betacal")
+    from sklearn.linear_model import LogisticRegression
+
+    module = __import__("betacal.beta_calibration", fromlist=["x"])
+    monkeypatch_module.setattr(
+        module, "LogisticRegression", functools.partial(LogisticRegression, tol=1e-10)
+    )
+    return betacal
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_beta_matches_betacal(shape, betacal_converged):
+    s, y = _binary(2, 2000, shape)
+    q = np.linspace(0.0, 1.0, 201).astype(np.float32)
+    ours = np.asarray(BETA.apply(BETA.fit(s, y), q))[:, 1]
+    peer = betacal_converged.BetaCalibration(parameters="abm").fit(s.astype(np.float64), y)
+    np.testing.assert_allclose(ours, peer.predict(q.astype(np.float64)), atol=1e-4)
+
+
+def test_beta_one_vs_rest_equals_binary_columns_renormalised(betacal_converged):
+    z, y = _overconfident(3, N)
+    p = _softmax64(z).astype(np.float32)
+    params = BETA.fit(p, y)
+    assert params.slopes.shape == (K, 2) and params.intercept.shape == (K,)
+    zq, _ = _overconfident(4, N)
+    pq = _softmax64(zq).astype(np.float32)
+    # betacal clips to the eps of its input's dtype; we compute in float32 and clip to float32
+    # eps: the same features once the scores are clipped first (then betacal runs in float64).
+    cols = np.stack(
+        [
+            betacal_converged.BetaCalibration(parameters="abm")
+            .fit(_clip32(p[:, j]), (y == j).astype(int))
+            .predict(_clip32(pq[:, j]))
+            for j in range(K)
+        ],
+        axis=-1,
+    )
+    expected = cols / cols.sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(BETA.apply(params, pq)), expected, atol=1e-4)
+
+
+def test_beta_top_label_calibrates_the_confidence():
+    z, y = _overconfident(5, N)
+    p = _softmax64(z).astype(np.float32)
+    top = cal.beta_calibration(mode="top_label")
+    params = top.fit(p, y)
+    conf, correct = p.max(-1), (p.argmax(-1) == y).astype(int)
+    ref = _beta64(conf, correct)
+    out = np.asarray(top.apply(params, p))
+    np.testing.assert_allclose(
+        out[np.arange(N), p.argmax(-1)], _beta_predict64(ref, conf), atol=5e-5
+    )
+    np.testing.assert_allclose(out.sum(-1), 1, atol=1e-5)
+
+
+# ------------------------------------------------------------- properties of every calibrator
+
+# (id, calibrator, input kind): "logits" [N, K], "probs" [N, K] or "binary" [N] probabilities.
+CASES = {
+    "beta": (BETA, "probs"),
+    "beta_binary": (BETA, "binary"),
+    "beta_top": (cal.beta_calibration(mode="top_label"), "probs"),
+}
+KEEP = np.random.default_rng(3).random(N) < 0.75
+
+
+def _data(kind, seed, n=N):
+    z, y = _overconfident(seed, n)
+    if kind == "logits":
+        return z, y
+    if kind == "probs":
+        return _softmax64(z).astype(np.float32), y
+    return _binary(seed, n)
+
+
+@functools.cache
+def _jit(name, what):
+    return jax.jit(getattr(CASES[name][0], what))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_jit_fit_and_apply_equal_eager(name):
+    c, kind = CASES[name]
+    x, y = _data(kind, 20)
+    params = c.fit(x, y, where=KEEP)
+    _close(_jit(name, "fit")(x, y, where=KEEP), params, 2e-5)
+    xq, _ = _data(kind, 21)
+    out = np.asarray(_jit(name, "apply")(params, xq))
+    assert out.shape == (N, K if xq.ndim == 2 else 2)
+    assert np.isfinite(out).all() and (out >= 0).all()
+    np.testing.assert_allclose(out.sum(-1), 1, atol=1e-5)
+    np.testing.assert_allclose(out, np.asarray(c.apply(params, xq)), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_vmap_fit_and_apply_over_models_equal_separate_ones(name):
+    c, kind = CASES[name]
+    data = [_data(kind, 30 + i) for i in range(MODELS)]
+    xs = np.stack([d[0] for d in data])
+    ys = np.stack([d[1] for d in data])
+    masks = np.random.default_rng(4).random((MODELS, N)) < 0.9
+    batched = jax.jit(jax.vmap(c.fit))(xs, ys, where=masks)
+    applied = jax.jit(jax.vmap(c.apply))(batched, xs)
+    for i in range(MODELS):
+        params = jax.tree.map(lambda a, i=i: a[i], batched)
+        _close(params, c.fit(xs[i], ys[i], where=masks[i]), 2e-5)
+        np.testing.assert_allclose(applied[i], _jit(name, "apply")(params, xs[i]), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_masked_rows_have_no_influence(name):
+    """Rows outside ``where`` may hold NaN inputs and out-of-range labels: same parameters."""
+    c, kind = CASES[name]
+    x, y = _data(kind, 22)
+    garbage_x = np.where(KEEP.reshape((-1,) + (1,) * (x.ndim - 1)), x, np.nan).astype(x.dtype)
+    garbage_y = np.where(KEEP, y, 99).astype(np.int32)
+    _close(c.fit(garbage_x, garbage_y, where=KEEP), c.fit(x[KEEP], y[KEEP]), 2e-5)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_fit_data_raises_eagerly_and_gives_nan_params_under_jit(name):
+    c, kind = CASES[name]
+    x, y = _data(kind, 23)
+    bad = np.array(x)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        c.fit(bad, y)
+    with pytest.raises(ValueError, match="single class"):
+        c.fit(x, np.ones_like(y))
+    for args in ((bad, y), (x, np.ones_like(y))):
+        params = _jit(name, "fit")(*args)
+        assert all(np.isnan(np.asarray(a)).all() for a in jax.tree.leaves(params)), name
+    with pytest.raises(Exception, match="single class"):
+        cj.validation.checked(_jit(name, "fit"))(x, np.ones_like(y))
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if CASES[n][1] != "binary"])
+def test_calibrate_and_report_accepts_it(name):
+    c, kind = CASES[name]
+    x, y = _data(kind, 24, n=2 * N)
+    before, after, params = cal.calibrate_and_report(c, x[:N], y[:N], x[N:], y[N:])
+    out = np.asarray(c.apply(params, x[N:]), np.float64)
+    nll = -np.mean(np.log(np.maximum(out[np.arange(N), y[N:]], np.finfo(np.float32).tiny)))
+    np.testing.assert_allclose(float(after.nll), nll, rtol=1e-4)
+    assert float(after.ece) < float(before.ece), (name, float(before.ece), float(after.ece))
