@@ -26,6 +26,11 @@ LOSS_TITLES = {
     "ls": "Label smoothing",
     "fl3": "Focal (γ=3)",
     "flsd53": "FLSD-53",
+    "mbls": "MbLS (m=10)",
+    "mdca": "CE + MDCA",
+    "logitnorm": "LogitNorm (τ=0.04)",
+    "dualfocal": "Dual focal (γ=5)",
+    "poly1": "Poly-1 (ε=1)",
 }
 # (column title, report field, shown in percent)
 METRICS = (

@@ -50,7 +50,7 @@ def _float_or_none(text: str) -> float | str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     from examples.compare_losses import input_pipeline, models
-    from examples.compare_losses.configs import ALL_LOSSES, available_configs
+    from examples.compare_losses.configs import LOSS_CHOICES, available_configs
 
     p = _Parser(
         prog="python -m examples.compare_losses",
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the config's dataset",
     )
     p.add_argument("--model", choices=models.MODELS, help="override the config's model")
-    p.add_argument("--losses", help=f"comma-separated subset of {','.join(ALL_LOSSES)}")
+    p.add_argument("--losses", help=f"comma-separated, from {LOSS_CHOICES}")
     p.add_argument(
         "--num_epochs",
         type=int,

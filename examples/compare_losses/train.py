@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,11 @@ def make_objective(name: str, config: Config) -> Objective:
     ``ce`` cross-entropy, ``brier`` Brier score, ``mmce`` CE + λ·MMCE_w (λ =
     ``config.mmce_weight``, MMCE_w normalised as ``config.mmce_variant``), ``ls`` label
     smoothing (``config.ls_epsilon``, paper variant by default), ``fl3`` focal loss γ = 3,
-    ``flsd53`` sample-dependent focal loss (γ = 5 below p_y = 0.2, else 3). All are built
+    ``flsd53`` sample-dependent focal loss (γ = 5 below p_y = 0.2, else 3); ``fl<γ>`` focal
+    loss with any γ (``fl0`` is cross-entropy; the γ sweep); losses of the wider field with
+    their authors' defaults: ``mbls`` margin-based label smoothing (m = 10, α = 0.1),
+    ``logitnorm`` (τ = 0.04), ``dualfocal`` (γ = 5), ``poly1`` (ε = 1), ``mdca`` CE + β·MDCA
+    with β = 1 (the MDCA paper's weight for NLL). All are built
     with :func:`calib_jax.losses.scalar_objective`, reduced over the batch as
     ``config.loss_reduction`` says; under ``"sum"`` the Brier score stays a batch mean, as the
     paper code's ``BrierScore`` (``Losses/brier_score.py``) divides by the batch size.
@@ -82,15 +87,41 @@ def _objective(
         ),
         "fl3": functools.partial(L.focal_loss, gamma=3.0),
         "flsd53": functools.partial(L.adaptive_focal_loss, boundaries=(0.2,), gammas=(5.0, 3.0)),
+        "mbls": L.margin_label_smoothing,
+        "logitnorm": L.logit_norm_cross_entropy,
+        "dualfocal": L.dual_focal_loss,
+        "poly1": L.poly1_cross_entropy,
+        "mdca": L.cross_entropy,
     }
+    gamma = focal_gamma(name)
+    if gamma is not None:
+        per_example[name] = functools.partial(L.focal_loss, gamma=gamma)
     if name not in per_example:
         raise ValueError(f"unknown loss {name!r}; choose from {sorted(per_example)}")
-    return L.scalar_objective(
+    objective = L.scalar_objective(
         per_example[name],
         mmce_weight=mmce if name == "mmce" else 0.0,
         mmce_variant=mmce_variant,
         reduction="mean" if name == "brier" else reduction,
     )
+    if name != "mdca":
+        return objective
+
+    def with_mdca(logits, labels, where=None):
+        # The penalty is a batch mean; under "sum" it scales with the batch like the CE term.
+        n = labels.size if where is None else jnp.sum(where)
+        scale = n if reduction == "sum" else 1.0
+        return objective(logits, labels, where=where) + scale * L.mdca_penalty(
+            logits, labels, where=where
+        )
+
+    return with_mdca
+
+
+def focal_gamma(name: str) -> float | None:
+    """γ of a focal-loss name ``fl<γ>`` (``fl0``, ``fl2.5``, ...), else ``None``."""
+    match = re.fullmatch(r"fl(\d+(?:\.\d+)?)", name)
+    return None if match is None else float(match.group(1))
 
 
 def create_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -11,9 +11,20 @@ import importlib
 import importlib.util
 import math
 import pkgutil
+import re
 from pathlib import Path
 
 ALL_LOSSES = ("ce", "brier", "mmce", "ls", "fl3", "flsd53")
+# Selectable with --losses too: losses of the wider field, and focal loss with any γ as fl<γ>.
+EXTRA_LOSSES = ("mbls", "mdca", "logitnorm", "dualfocal", "poly1")
+
+
+def is_loss_name(name: str) -> bool:
+    """Whether ``name`` is a loss of the comparison (see ``train.make_objective``)."""
+    return name in ALL_LOSSES or name in EXTRA_LOSSES or bool(re.fullmatch(r"fl\d+(\.\d+)?", name))
+
+
+LOSS_CHOICES = f"{', '.join(ALL_LOSSES + EXTRA_LOSSES)} or fl<γ> (focal loss, e.g. fl2)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,11 +201,11 @@ def _optional(rule):
 
 def _losses(value):
     if not isinstance(value, tuple) or not value:
-        return f"must be a non-empty tuple of loss names from {', '.join(ALL_LOSSES)}"
-    unknown = [v for v in value if v not in ALL_LOSSES]
+        return f"must be a non-empty tuple of loss names from {LOSS_CHOICES}"
+    unknown = [v for v in value if not (isinstance(v, str) and is_loss_name(v))]
     if unknown:
         names = ", ".join(map(str, unknown))
-        return f"contains unknown {names}; choose from {', '.join(ALL_LOSSES)}"
+        return f"contains unknown {names}; choose from {LOSS_CHOICES}"
     if len(set(value)) != len(value):
         return f"names a loss twice: {', '.join(value)}"
     return None
