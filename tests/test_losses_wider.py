@@ -532,6 +532,15 @@ def test_traced_hyperparameters():
         )
     d_gamma = jax.grad(lambda g: L.dual_focal_loss(z, y, gamma=g).sum())(2.0)
     assert np.isfinite(float(d_gamma)) and abs(float(d_gamma)) > 1e-3
+    # MbLS: d/dm = -α·(number of active gaps)/K and d/dα = the mean hinge, per example.
+    zf = 4 * _f64(z)
+    gaps = zf.max(-1, keepdims=True) - zf - 1.0
+    grads = jax.grad(
+        lambda m, a: L.margin_label_smoothing(4 * z, y, margin=m, alpha=a).sum(), argnums=(0, 1)
+    )(1.0, 0.3)
+    assert (gaps > 0).sum() > 0
+    np.testing.assert_allclose(grads[0], -0.3 * (gaps > 0).sum() / 5, rtol=1e-6)
+    np.testing.assert_allclose(grads[1], np.maximum(gaps, 0).sum() / 5, rtol=1e-5)
 
 
 @jax.jit

@@ -31,6 +31,27 @@ def _poison_bad_labels(value: Array, labels: Array, valid: Array, num_classes: i
     return jnp.where(jnp.all(label_ok | ~valid), value, jnp.nan)
 
 
+@jax.custom_jvp
+def _top_probability(z: Array) -> Array:
+    """``max_k softmax(z)_k = 1 / Σ_k exp(z_k - max z)`` per row."""
+    return 1 / jnp.sum(jnp.exp(z - jnp.max(z, axis=-1, keepdims=True)), axis=-1)
+
+
+@_top_probability.defjvp
+def _top_probability_jvp(primals, tangents):
+    # dc = c·Σ_k (s_k - p_k) dz_k with s the maximum's indicator shared between tied maxima:
+    # written out because autodiff of max z forms that share in extra passes over the logits.
+    (z,), (dz,) = primals, tangents
+    top = jnp.max(z, axis=-1, keepdims=True)
+    e = jnp.exp(z - top)
+    at_top = z == top
+    norm = jnp.sum(e, axis=-1, keepdims=True)
+    n_top = jnp.sum(at_top, axis=-1, keepdims=True).astype(z.dtype)
+    c = 1 / norm
+    share = jnp.where(at_top, 1 / n_top, 0) - e * c
+    return c[..., 0], c[..., 0] * jnp.sum(share * dz, axis=-1)
+
+
 def dca_penalty(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None) -> Array:
     r"""Difference between confidence and accuracy (DCA) of a batch: a differentiable scalar.
 
@@ -73,9 +94,7 @@ def dca_penalty(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None
     """
     z, labels, valid, count, num_classes = _flat_batch(logits, labels, where)
     _, correct, _ = _binning.top_label_of_logits(jax.lax.stop_gradient(z), labels)
-    _, m, lse = _common.log_normalizer(z)
-    # c = exp(max z - logsumexp z); the max keeps its gradient here (the shift m does not).
-    confidence = jnp.exp(jnp.max(z, axis=-1) - m - lse)
+    confidence = _top_probability(z)
     zero = jnp.zeros((), z.dtype)
     gap = jnp.sum(jnp.where(valid, confidence - correct.astype(z.dtype), zero)) / count
     return _poison_bad_labels(jnp.abs(gap), labels, valid, num_classes)
