@@ -1,7 +1,7 @@
 """Calibrators of the wider field against float64 references and their peer packages.
 
-Beta calibration against betacal 1.1.0, with the same shared shapes (N = 400 validation rows,
-K = 4 classes, 4 stacked models) so that compiled functions are reused.
+Beta calibration against betacal 1.1.0, Venn-Abers against venn-abers 1.5.4; shared shapes
+(N = 400 validation rows, K = 4 classes, 4 stacked models) so compiled functions are reused.
 """
 
 import functools
@@ -177,6 +177,90 @@ def test_beta_top_label_calibrates_the_confidence():
     np.testing.assert_allclose(out.sum(-1), 1, atol=1e-5)
 
 
+# ------------------------------------------------------------------------------ Venn-Abers
+
+
+def _pav64(y, w):
+    """Float64 pool-adjacent-violators on targets y with weights w (already sorted)."""
+    blocks = []  # [sum, weight, count]
+    for yi, wi in zip(y, w, strict=True):
+        blocks.append([yi * wi, wi, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            top = blocks.pop()
+            blocks[-1] = [a + b for a, b in zip(blocks[-1], top, strict=True)]
+    return np.concatenate([np.full(c, s_ / w_) for s_, w_, c in blocks])
+
+
+def _venn_abers64(s_cal, y_cal, s_test):
+    """Brute force from the definition: add (s, 0) and (s, 1) to the calibration set, pool
+    exactly tied scores, run PAV, read the fitted value at s. Returns [n_test, 2] (p0, p1)."""
+    out = []
+    for s in np.asarray(s_test, np.float64):
+        pair = []
+        for label in (0, 1):
+            xs = np.append(np.asarray(s_cal, np.float64), s)
+            ys = np.append(np.asarray(y_cal, np.float64), label)
+            _, inv = np.unique(xs, return_inverse=True)
+            sums, weights = np.bincount(inv, ys), np.bincount(inv)
+            fitted = _pav64(sums / weights, weights)
+            pair.append(fitted[inv[-1]])
+        out.append(pair)
+    return np.array(out)
+
+
+VA = cal.venn_abers()
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_venn_abers_equals_float64_brute_force(ties):
+    rng = np.random.default_rng(6)
+    s = rng.uniform(0, 1, 150)
+    y = (rng.random(150) < s**2).astype(np.int32)
+    if ties:
+        s = np.round(s * 10) / 10
+    s = s.astype(np.float32)
+    q = np.concatenate([rng.uniform(0, 1, 40), s[:20], [0.0, 1.0]]).astype(np.float32)
+    params = jax.jit(VA.fit)(s, y)
+    interval = np.asarray(cal.venn_abers_interval(params, q))
+    expected = _venn_abers64(s, y, q)
+    np.testing.assert_allclose(interval, expected, atol=1e-6)
+    assert (interval[:, 0] <= interval[:, 1]).all()
+    merged = np.asarray(VA.apply(params, q))
+    p0, p1 = expected[:, 0], expected[:, 1]
+    np.testing.assert_allclose(merged[:, 1], p1 / (1 - p0 + p1), atol=1e-6)
+    np.testing.assert_allclose(merged.sum(-1), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_venn_abers_matches_the_venn_abers_package(ties):
+    peer = pytest.importorskip("venn_abers")
+    s, y = _binary(7, 2000)
+    if ties:
+        s = (np.round(s * 50) / 50).astype(np.float32)
+    rng = np.random.default_rng(8)
+    q = np.concatenate([rng.uniform(0, 1, 300), s[:100], [0.0, 1.0]]).astype(np.float32)
+    two = lambda a: np.stack([1 - a, a], axis=1).astype(np.float64)
+    merged, p0_p1 = peer.VennAbers().fit(two(s), y).predict_proba(two(q))
+    params = VA.fit(s, y)
+    np.testing.assert_allclose(np.asarray(cal.venn_abers_interval(params, q)), p0_p1, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(VA.apply(params, q)), merged, atol=1e-6)
+
+
+def test_venn_abers_top_label_calibrates_the_confidence():
+    z, y = _overconfident(9, N)
+    p = _softmax64(z).astype(np.float32)
+    params = VA.fit(p, y)
+    zq, _ = _overconfident(10, 50)
+    pq = _softmax64(zq).astype(np.float32)
+    conf, correct = p.max(-1), (p.argmax(-1) == y).astype(np.int32)
+    expected = _venn_abers64(conf, correct, pq.max(-1))
+    np.testing.assert_allclose(np.asarray(cal.venn_abers_interval(params, pq)), expected, atol=1e-6)
+    out = np.asarray(VA.apply(params, pq))
+    p0, p1 = expected[:, 0], expected[:, 1]
+    np.testing.assert_allclose(out[np.arange(50), pq.argmax(-1)], p1 / (1 - p0 + p1), atol=1e-6)
+    np.testing.assert_allclose(out.sum(-1), 1, atol=1e-5)
+
+
 # ------------------------------------------------------------- properties of every calibrator
 
 # (id, calibrator, input kind): "logits" [N, K], "probs" [N, K] or "binary" [N] probabilities.
@@ -184,6 +268,8 @@ CASES = {
     "beta": (BETA, "probs"),
     "beta_binary": (BETA, "binary"),
     "beta_top": (cal.beta_calibration(mode="top_label"), "probs"),
+    "venn_abers_top": (VA, "probs"),
+    "venn_abers_binary": (VA, "binary"),
 }
 KEEP = np.random.default_rng(3).random(N) < 0.75
 
@@ -238,7 +324,9 @@ def test_masked_rows_have_no_influence(name):
     x, y = _data(kind, 22)
     garbage_x = np.where(KEEP.reshape((-1,) + (1,) * (x.ndim - 1)), x, np.nan).astype(x.dtype)
     garbage_y = np.where(KEEP, y, 99).astype(np.int32)
-    _close(c.fit(garbage_x, garbage_y, where=KEEP), c.fit(x[KEEP], y[KEEP]), 2e-5)
+    xq, _ = _data(kind, 21)
+    masked = c.apply(c.fit(garbage_x, garbage_y, where=KEEP), xq)
+    np.testing.assert_allclose(masked, c.apply(c.fit(x[KEEP], y[KEEP]), xq), atol=2e-5)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -10,7 +10,7 @@ a stack of models' validation sets, and their parameters saved as plain pytrees.
   :func:`platt_scaling` (binary).
 * On probabilities (binary ``[N]`` or one-vs-rest / top-label ``[N, K]``):
   :func:`histogram_binning`, :func:`isotonic_regression`, :func:`bbq`,
-  :func:`beta_calibration`.
+  :func:`beta_calibration`, :func:`venn_abers` (with :func:`venn_abers_interval`).
 * :func:`calibrate_and_report`: fit on validation data and compare test metrics.
 
 Fit-time checks: empty or one-sample sets, mismatched shapes and wrong dtypes raise at trace
@@ -42,6 +42,7 @@ from calib_jax.calibrators._scaling import (
     temperature_scaling,
     vector_scaling,
 )
+from calib_jax.calibrators._venn_abers import VennAbersParams, venn_abers, venn_abers_interval
 
 __all__ = [
     "BBQParams",
@@ -53,6 +54,7 @@ __all__ = [
     "PlattParams",
     "TemperatureParams",
     "VectorScalingParams",
+    "VennAbersParams",
     "bbq",
     "beta_calibration",
     "calibrate_and_report",
@@ -62,4 +64,6 @@ __all__ = [
     "platt_scaling",
     "temperature_scaling",
     "vector_scaling",
+    "venn_abers",
+    "venn_abers_interval",
 ]
