@@ -9,12 +9,14 @@ import jax.numpy as jnp
 from calib_jax.calibrators._base import Array, ArrayLike, Calibrator
 
 
-def _as_logits(calibrator: Calibrator, x: Array) -> Array:
-    if calibrator.inputs == "logits":
-        return x
+def _log_probs(p: Array) -> Array:
     # Probabilities enter the report as log-probabilities (softmax(log p) = p); a probability of
     # exactly 0 is floored at the smallest normal float so that NLL stays finite (~87.3 nats).
-    return jnp.log(jnp.maximum(x, jnp.finfo(x.dtype).tiny))
+    return jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
+
+
+def _as_logits(calibrator: Calibrator, x: Array) -> Array:
+    return x if calibrator.inputs == "logits" else _log_probs(x)
 
 
 def calibrate_and_report(
@@ -71,7 +73,8 @@ def calibrate_and_report(
     if calibrator.apply_logits is not None:
         after_logits = calibrator.apply_logits(params, test_x)
     else:
-        after_logits = _as_logits(calibrator, calibrator.apply(params, test_x))
+        # apply returns probabilities whatever the input (ensemble TS takes logits).
+        after_logits = _log_probs(calibrator.apply(params, test_x))
     before_logits = test_x
     if test_x.ndim == 1:
         if calibrator.inputs == "logits":
