@@ -45,8 +45,9 @@ def margin_label_smoothing(
     Args:
       logits: ``[..., K]`` floating logits.
       labels: ``[...]`` integer class indices in ``[0, K)``.
-      margin: ``m >= 0``, the logit gap tolerated before the penalty starts (paper: 10).
-      alpha: ``α >= 0``, the weight of the penalty (paper: 0.1).
+      margin: ``m >= 0``, the logit gap tolerated before the penalty starts (paper: 10); may
+        be traced (and differentiated).
+      alpha: ``α >= 0``, the weight of the penalty (paper: 0.1); may be traced.
       where: optional boolean mask broadcastable to ``labels.shape``; masked rows give 0.
 
     Returns:
