@@ -9,9 +9,9 @@ top-label calibration and ``[N]`` input binary positive-class calibration; accum
 float32 or wider whatever the input dtype.
 
 Sums stay accurate at any ``N``: counts are exact integers, and float sums are scattered in
-chunks of rows whose partial sums are added pairwise (bin confidences as offsets from the bin
-centre), so their float32 error does not grow with ``N`` and one-shot and streamed results
-agree to float32 rounding (at ``N = 2^24`` within ``2·10^-6``).
+chunks of rows whose partial sums are then added in a tree (bin confidences as offsets from the
+bin centre), so their float32 error grows with ``log N``, not with ``N``, and one-shot and
+streamed results agree to float32 rounding (at ``N = 2^24`` within ``2·10^-6``).
 
 Bad input never gives a plausible number. Labels may have any integer dtype (uint8/16/32
 included). Invalid values (a label out of range, a probability row with an entry outside
@@ -52,25 +52,50 @@ from calib_jax.metrics._binned import (
     reliability_diagram,
 )
 from calib_jax.metrics._bootstrap import bootstrap
+from calib_jax.metrics._decomposition import (
+    BrierDecomposition,
+    ScoreDecomposition,
+    brier_decomposition,
+    score_decomposition,
+)
 from calib_jax.metrics._report import CalibrationReport, calibration_report
 from calib_jax.metrics._scores import accuracy, brier, nll
+from calib_jax.metrics._selective import augrc, aurc, coverage_at_risk, selective_risk
 from calib_jax.metrics._streaming import CalibrationState
+from calib_jax.metrics._wider import (
+    ece_sweep,
+    ks_error,
+    overconfidence_error,
+    underconfidence_error,
+)
 
 __all__ = [
     "BinSums",
+    "BrierDecomposition",
     "CalibrationReport",
     "CalibrationState",
     "ReliabilityDiagram",
+    "ScoreDecomposition",
     "accuracy",
     "ada_ece",
+    "augrc",
+    "aurc",
     "bootstrap",
     "brier",
+    "brier_decomposition",
     "calibration_report",
     "classwise_ece",
+    "coverage_at_risk",
     "debiased_l2_ece",
     "ece",
+    "ece_sweep",
+    "ks_error",
     "lp_ece",
     "mce",
     "nll",
+    "overconfidence_error",
     "reliability_diagram",
+    "score_decomposition",
+    "selective_risk",
+    "underconfidence_error",
 ]
