@@ -310,28 +310,38 @@ SUM_CHUNK_ROWS = 256
 
 
 def segment_sum(values: jax.Array, slots: jax.Array, num_slots: int) -> jax.Array:
-    """``Σ values`` per slot (``[num_slots]``) with float32 error independent of the row count.
+    """``Σ values`` per slot (``[num_slots]``) with a float32 error that grows with ``log R``.
 
     ``values`` and ``slots`` are ``[R]`` or ``[R, P]`` (every entry of a row goes to its own
     slot). Rows are scattered chunk by chunk into separate partial sums, which are then added
-    pairwise: the error is at most ``(SUM_CHUNK_ROWS + log2(R / SUM_CHUNK_ROWS))·u`` times the
-    sum of magnitudes in a slot, instead of ``R·u`` for a single serial scatter.
+    by :func:`tree_sum`: the error is at most ``(SUM_CHUNK_ROWS + 16·log16(chunks))·u``
+    times the sum of magnitudes in a slot, instead of ``R·u`` for a single serial scatter.
     """
     rows = values.shape[0]
     chunks = -(-rows // SUM_CHUNK_ROWS)
     chunk = jax.lax.broadcasted_iota(jnp.int32, slots.shape, 0) // SUM_CHUNK_ROWS
     flat = (slots + num_slots * chunk).reshape(-1)
     partial = jnp.zeros((chunks * num_slots,), values.dtype).at[flat].add(values.reshape(-1))
-    return pairwise_sum(partial.reshape(chunks, num_slots))
+    return tree_sum(partial.reshape(chunks, num_slots))
 
 
-def pairwise_sum(x: jax.Array) -> jax.Array:
-    """Sum over the leading axis by halving (error ``log2(len)·u`` of the magnitudes)."""
-    while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        pairs = x[:half] + x[half : 2 * half]
-        x = jnp.concatenate([pairs, x[2 * half :]]) if x.shape[0] % 2 else pairs
-    return x[0]
+def accurate_sum(x: jax.Array) -> jax.Array:
+    """``Σ x`` of a 1-D array with the float32 error bound of :func:`segment_sum`: blocks of
+    ``SUM_CHUNK_ROWS`` entries reduced by XLA, then the block sums by :func:`tree_sum`."""
+    whole = x.shape[0] - x.shape[0] % SUM_CHUNK_ROWS
+    blocks = jnp.sum(x[:whole].reshape(-1, SUM_CHUNK_ROWS), axis=1)
+    return tree_sum(jnp.concatenate([blocks, jnp.sum(x[whole:])[None]]))
+
+
+def tree_sum(x: jax.Array) -> jax.Array:
+    """Sum over the leading axis as a tree of fan-in 16 (error at most ``16·log16(len)·u`` of
+    the magnitudes; fan-in 2 would need four times as many small kernels)."""
+    while x.shape[0] > 16:
+        pad = -x.shape[0] % 16
+        if pad:
+            x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+        x = jnp.sum(x.reshape(-1, 16, *x.shape[1:]), axis=1)
+    return jnp.sum(x, axis=0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins",))
@@ -347,8 +357,9 @@ def bin_sums(
     (float32 counts, e.g. bootstrap weights). Counts and correct counts come from a single int
     scatter into ``2·M`` slots (bin, correct). Confidences are summed as offsets from the bin
     centre (at most ``1/(2M)`` in magnitude) by :func:`segment_sum`, and ``count × centre`` is
-    added back: the float32 error of a bin's sum is then a few ulp of ``count / (2M)``, whatever
-    ``N``. A sample with weight 0 contributes nothing, even when its confidence is NaN (padding).
+    added back: the float32 error of a bin's sum is then at most the bound of
+    :func:`segment_sum` times ``count / (2M)``, plus the rounding of ``count × centre``. A
+    sample with weight 0 contributes nothing, even when its confidence is NaN (padding).
     """
     conf = v.to_compute_dtype(confidence)
     b = bin_index(conf, num_bins)

@@ -67,7 +67,7 @@ def equal_mass_ece_by_select(conf: Array, correct: Array, w: Array | None, num_b
     16 bits, then, only for the buckets holding a boundary, histograms of the low 15 bits,
     which pin every key down exactly. The sums below the boundary keys then come from one
     accurate scatter of ``a - c`` by the number of boundary keys at or below each sample's key
-    (:func:`calib_jax._binning.segment_sum`, float32 error independent of ``N``). Three
+    (:func:`calib_jax._binning.segment_sum`, float32 error growing with ``log N``). Three
     scatters over ``N`` and ``M - 1`` comparisons per sample replace the sort.
     """
     n = conf.shape[0]
@@ -113,7 +113,7 @@ def equal_mass_ece_by_select(conf: Array, correct: Array, w: Array | None, num_b
     below_k = below_h + before_blk + _pick(row_cum - row, pos)
     # Σ (a - c) over the keys below each boundary key k_m: a sample's keys lie below k_m iff
     # fewer than m boundary keys are at or below it, so one accurate scatter of (a - c) by that
-    # number (segment_sum: float32 error independent of N) gives every such sum as a prefix.
+    # number (segment_sum: float32 error growing with log N only) gives every such sum as a prefix.
     boundary = (h << _LO_BITS) | low
     section = sum((key >= boundary[i]).astype(jnp.int32) for i in range(num_bins - 1))
     gap = jnp.where(cnt > 0, cnt.astype(jnp.float32) * (correct.astype(jnp.float32) - conf), 0)

@@ -28,11 +28,12 @@ _CONVENTIONS = """
     positive-class calibration (confidence ``p``, "correct" means ``label == 1``, as in
     scikit-learn's ``calibration_curve``); pass ``[1 - p, p]`` for top-label calibration.
     Computed in float32 (float64 for float64 input) whatever the input dtype, with sums whose
-    error does not grow with ``N``. Invalid input (a label out of range, a probability row with
-    an entry outside ``[0, 1]`` or a sum off one, NaN/inf, a negative, NaN or infinite weight,
-    integer weights reaching ``2^31`` in total) raises eagerly, is a checkify check under
-    ``jit``, and in any case gives NaN, never a plausible number. Samples with ``where=False``
-    or weight 0 are exempt, in all three modes. Labels may have any integer dtype.
+    error grows with ``log N``, not ``N``. Invalid input (a label out of range, a probability
+    row with an entry outside ``[0, 1]`` or a sum off one, NaN/inf, a negative, NaN or infinite
+    weight, integer weights reaching ``2^31`` in total) raises eagerly, is a checkify check
+    under ``jit``, and in any case gives NaN, never a plausible number. Samples with
+    ``where=False`` or weight 0 are exempt, in all three modes. Labels may have any integer
+    dtype.
 """
 
 
@@ -311,7 +312,8 @@ def classwise_ece(
     where ``B_mj`` bins ``p[:, j]`` over all ``N`` samples. ``K`` is the number of columns of
     ``probs`` (never ``max(labels) + 1``); classes that never occur still count. Computed with one
     scatter over the ``N·K`` entries, without an ``[N, K, M]`` one-hot. Binary ``[N]`` input is
-    taken as the two columns ``[1 - p, p]`` (``K = 2``).
+    taken as the two columns ``[1 - p, p]`` (``K = 2``); the bin of ``1 - p`` is decided on the
+    exact real number ``1 - p``, not on its float32 rounding (which can cross a bin edge).
 
     Bins: ``((m-1)/M, m/M]`` decided exactly, ``0`` in the first bin; empty bins weigh 0.
 
@@ -351,7 +353,7 @@ def classwise_ece(
 
 def _sum_weights(w: Array) -> Array:
     if jnp.issubdtype(w.dtype, jnp.floating):
-        return _binning.pairwise_sum(w)
+        return _binning.accurate_sum(w)
     return jnp.sum(w, dtype=jnp.int32)
 
 

@@ -129,10 +129,10 @@ def sample_weights(where, weights) -> tuple[Array | None, Array | None]:
             ok &= w < INT_WEIGHT_LIMIT
         v.check_value(jnp.all(or_masked(ok)), _INT_MESSAGE)
         w = jnp.where(ok if where is None else ok & where, w, 0).astype(jnp.int32)
-        # int32 wraps a total in [2^31, 2^32) to a negative number; a pairwise float32 sum (error
-        # about 2e-6 relative) tells totals of 2^32 and more apart.
+        # int32 wraps a total in [2^31, 2^32) to a negative number; an accurate float32 sum
+        # (error below 2e-5 relative) tells totals of 2^32 and more apart.
         total = jnp.sum(w, dtype=jnp.int32)
-        approx = _binning.pairwise_sum(w.astype(jnp.float32))
+        approx = _binning.accurate_sum(w.astype(jnp.float32))
         fits = (total >= 0) & (approx < 1.5 * INT_WEIGHT_LIMIT)
         v.check_value(
             fits,
