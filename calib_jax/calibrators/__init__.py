@@ -7,7 +7,8 @@ constructor arguments, so ``fit`` and ``apply`` can be ``jax.jit``-compiled, ``j
 a stack of models' validation sets, and their parameters saved as plain pytrees.
 
 * On logits: :func:`temperature_scaling`, :func:`vector_scaling`, :func:`matrix_scaling`,
-  :func:`platt_scaling` (binary).
+  :func:`platt_scaling` (binary), :func:`ensemble_temperature_scaling`,
+  :func:`dirichlet_calibration`.
 * On probabilities (binary ``[N]`` or one-vs-rest / top-label ``[N, K]``):
   :func:`histogram_binning`, :func:`isotonic_regression`, :func:`bbq`,
   :func:`beta_calibration`, :func:`venn_abers` (with :func:`venn_abers_interval`).
@@ -23,6 +24,11 @@ not summing to one), which under ``jit`` give NaN rows instead of a clipped, pla
 
 from calib_jax.calibrators._base import Calibrator
 from calib_jax.calibrators._beta import BetaParams, beta_calibration
+from calib_jax.calibrators._dirichlet import DirichletParams, dirichlet_calibration
+from calib_jax.calibrators._ensemble import (
+    EnsembleTemperatureParams,
+    ensemble_temperature_scaling,
+)
 from calib_jax.calibrators._nonparametric import (
     BBQParams,
     HistogramBinningParams,
@@ -48,6 +54,8 @@ __all__ = [
     "BBQParams",
     "BetaParams",
     "Calibrator",
+    "DirichletParams",
+    "EnsembleTemperatureParams",
     "HistogramBinningParams",
     "IsotonicParams",
     "MatrixScalingParams",
@@ -58,6 +66,8 @@ __all__ = [
     "bbq",
     "beta_calibration",
     "calibrate_and_report",
+    "dirichlet_calibration",
+    "ensemble_temperature_scaling",
     "histogram_binning",
     "isotonic_regression",
     "matrix_scaling",
