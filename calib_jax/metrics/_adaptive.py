@@ -115,7 +115,9 @@ def equal_mass_ece_by_select(conf: Array, correct: Array, w: Array | None, num_b
     # fewer than m boundary keys are at or below it, so one accurate scatter of (a - c) by that
     # number (segment_sum: float32 error growing with log N only) gives every such sum as a prefix.
     boundary = (h << _LO_BITS) | low
-    section = sum((key >= boundary[i]).astype(jnp.int32) for i in range(num_bins - 1))
+    section = jnp.zeros((n,), jnp.int32)
+    for i in range(num_bins - 1):
+        section += (key >= boundary[i]).astype(jnp.int32)
     gap = jnp.where(cnt > 0, cnt.astype(jnp.float32) * (correct.astype(jnp.float32) - conf), 0)
     section_gap = _binning.segment_sum(gap, section, num_bins)
     below_gap = jnp.cumsum(section_gap)
