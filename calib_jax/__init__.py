@@ -10,7 +10,7 @@
 * :mod:`calib_jax.plotting`: reliability diagrams (needs matplotlib, imported only when
   drawing).
 
-Conventions are fixed in the project's SPEC and stated in every docstring.
+Conventions are stated in every docstring and summarised in the README ("Conventions").
 """
 
 from calib_jax import calibrators, losses, metrics, plotting, validation

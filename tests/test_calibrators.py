@@ -325,7 +325,7 @@ def test_histogram_binning_top_label_and_binary():
     np.testing.assert_allclose(out.max(-1), vals[qb], atol=1e-6)
     np.testing.assert_array_equal(out.argmax(-1)[vals[qb] > 0.5], p.argmax(-1)[vals[qb] > 0.5])
     np.testing.assert_allclose(out.sum(-1), 1, atol=1e-6)
-    # The float32 value 0.2 belongs to bin 4 of 15 (SPEC "Bins").
+    # The float32 value 0.2 belongs to bin 4 of 15 (the bin-edge rule).
     s = np.array([0.2, 0.2, 0.19, 0.9], np.float32)
     params = INSTANCES["hist_width"].fit(s, np.array([1, 1, 0, 0], np.int32))
     assert float(params.values[0, 2]) == 0.0 and float(params.values[0, 3]) == 1.0

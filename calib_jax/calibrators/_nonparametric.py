@@ -243,7 +243,7 @@ def histogram_binning(
 
     .. math:: f(s) = \\theta_m = \\frac{\\sum_{i \\in B_m} y_i}{|B_m|}\\quad (s \\in B_m)
 
-    Bins (SPEC "Bins"): ``binning="equal_width"`` uses the project's exact equal-width rule
+    Bins: ``binning="equal_width"`` uses the project's exact equal-width rule
     (:mod:`calib_jax._binning`: bin ``m`` holds ``((m-1)/M, m/M]``, 0 in the first bin);
     ``"equal_mass"`` puts the edges midway between the sorted training scores at ranks
     ``floor(b n / M)``, ``b = 1..M-1``, with the same ``(lo, hi]`` rule (tied scores share a
@@ -377,7 +377,7 @@ def isotonic_regression(
     between the fitted values at consecutive distinct training scores and clips outside their
     range: exactly scikit-learn's ``IsotonicRegression(out_of_bounds="clip").predict``.
     ``interpolation="step"`` instead keeps the value of the largest training score ``<= s``
-    (the piecewise-constant ``f`` of the SPEC; both agree on the training scores).
+    (the piecewise-constant ``f`` defined above; both agree on the training scores).
 
     Args:
       mode: ``"one_vs_rest"`` or ``"top_label"`` (ignored for binary ``[N]`` input). With
@@ -500,7 +500,7 @@ def bbq(
     (``n_b`` samples and ``m_b`` positives in bin ``b``, prior strength ``N' = 2``, prior mean
     ``p_b`` the bin's midpoint clamped to ``[0.005, 0.995]``), and the calibrated score is the
     average of the models' posterior means ``(m_b + alpha_b) / (n_b + N'/B)`` with weights
-    ``exp(log P(D | M_B))`` normalised (uniform model prior; the SPEC's
+    ``exp(log P(D | M_B))`` normalised (uniform model prior; the same as
     ``exp((min score - score) / 2)`` with ``score = -2 log ML``). Bin ``b`` of ``M_B`` holds
     scores in ``(e_{b-1}, e_b]`` with ``e_0 = 0``, ``e_B = 1`` and ``e_b`` midway between the
     sorted training scores at ranks ``floor(b n / B)`` and ``floor(b n / B) + 1``. All models

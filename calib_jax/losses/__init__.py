@@ -6,7 +6,7 @@ reduces; :func:`scalar_objective` builds the usual mean-over-valid-rows objectiv
 computed in float32 or wider whatever the input dtype, work under ``jit``/``vmap``/``grad``,
 have finite gradients for every finite logit, and give NaN (or raise, eagerly or under
 :func:`calib_jax.validation.checked`) on out-of-range labels or NaN/inf logits. Definitions
-follow the project's SPEC ("Losses").
+are given, with their sources, in each loss's docstring.
 """
 
 from calib_jax.losses._classification import (
