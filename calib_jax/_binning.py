@@ -1,11 +1,10 @@
 """The binned-statistics engine: exact equal-width bin assignment.
 
 Convention (README, "Conventions"): with ``M`` bins, bin ``m`` (1-based) holds
-``c in ((m-1)/M, m/M]``,
-decided on the input value as a real number; ``c = 0`` goes to the first bin. Comparing ``c``
-with each internal edge ``m/M`` rounded *down* to the compute dtype is exact: for a representable
-``c``, ``c > m/M`` (real) iff ``c > rounddown(m/M)``. ``ceil(c * M) - 1`` in float32 is not (it
-puts float32 0.2, 0.4, 0.6, 0.8 one bin low).
+``c in ((m-1)/M, m/M]``, decided on the input value as a real number; ``c = 0`` goes to the
+first bin. Comparing ``c`` with each internal edge ``m/M`` rounded *down* to the compute dtype
+is exact: for a representable ``c``, ``c > m/M`` (real) iff ``c > rounddown(m/M)``.
+``ceil(c * M) - 1`` in float32 is not (it puts float32 0.2, 0.4, 0.6, 0.8 one bin low).
 """
 
 from __future__ import annotations
