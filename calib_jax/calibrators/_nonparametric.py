@@ -317,20 +317,27 @@ def histogram_binning(
 # ---------------------------------------------------------------------- isotonic regression
 
 
-def _isotonic_column(scores: Array, targets: Array, weights: Array) -> IsotonicParams:
+def _tie_groups(scores: Array, targets: Array, weights: Array) -> tuple[Array, Array, Array, Array]:
+    """Sorted scores pooled into groups of exactly equal score: ``(Σ target, count, score,
+    number of groups)``, each ``[n_rows]`` with the groups first (zeros after them)."""
     n_rows = scores.shape[-1]
     xs, ys, n = _sort_columns(scores, targets, weights)
     idx = jnp.arange(n_rows)
     valid = idx < n
-    # Exactly tied scores form one group with their mean target (scikit-learn does the same
-    # with its float64 resolution 1e-15, i.e. exact ties for float32 scores).
     prev = jnp.concatenate([xs[:1], xs[:-1]])
     new_group = valid & ((idx == 0) | (xs != prev))
     group = jnp.where(valid, jnp.cumsum(new_group) - 1, n_rows)
     data = jnp.stack([ys, valid.astype(xs.dtype), jnp.where(new_group, xs, 0)], axis=-1)
     g = jax.ops.segment_sum(data, group, n_rows)
-    g_sum, g_weight, g_x = g[:, 0], g[:, 1], g[:, 2]
-    num_groups = jnp.sum(new_group).astype(jnp.int32)
+    return g[:, 0], g[:, 1], g[:, 2], jnp.sum(new_group).astype(jnp.int32)
+
+
+def _isotonic_column(scores: Array, targets: Array, weights: Array) -> IsotonicParams:
+    n_rows = scores.shape[-1]
+    idx = jnp.arange(n_rows)
+    # Exactly tied scores form one group with their mean target (scikit-learn does the same
+    # with its float64 resolution 1e-15, i.e. exact ties for float32 scores).
+    g_sum, g_weight, g_x, num_groups = _tie_groups(scores, targets, weights)
     # Runs of adjacent groups whose targets are all 0 (or all 1) lie on one straight piece of
     # the cumulative-sum diagram, so PAV would give them one value anyway: pooling them first
     # is exact and shrinks the sequential part to the number of label changes.

@@ -10,7 +10,7 @@ from jax import lax
 
 from calib_jax import _validation as v
 from calib_jax.calibrators._base import Array, ArrayLike, Calibrator
-from calib_jax.calibrators._nonparametric import _make, _sort_columns, _valid_apply_input
+from calib_jax.calibrators._nonparametric import _make, _tie_groups, _valid_apply_input
 
 # Left ends j handled per step of the minimax scan (a [_CHUNK, N + 1] block at a time).
 _CHUNK = 64
@@ -56,21 +56,13 @@ def _minimax(cum_s: Array, cum_w: Array, num_groups: Array, extra: float) -> Arr
 
 
 def _venn_abers_column(scores: Array, targets: Array, weights: Array) -> VennAbersParams:
-    n_rows = scores.shape[-1]
-    xs, ys, n = _sort_columns(scores, targets, weights)
-    idx = jnp.arange(n_rows)
-    valid = idx < n
+    idx = jnp.arange(scores.shape[-1])
     # Exactly tied calibration scores form one group (a tied test score joins it).
-    prev = jnp.concatenate([xs[:1], xs[:-1]])
-    new_group = valid & ((idx == 0) | (xs != prev))
-    group = jnp.where(valid, jnp.cumsum(new_group) - 1, n_rows)
-    data = jnp.stack([ys, valid.astype(xs.dtype), jnp.where(new_group, xs, 0)], axis=-1)
-    g = jax.ops.segment_sum(data, group, n_rows)
-    num_groups = jnp.sum(new_group).astype(jnp.int32)
-    zero = jnp.zeros(1, xs.dtype)
-    cum_s = jnp.concatenate([zero, jnp.cumsum(g[:, 0])])
-    cum_w = jnp.concatenate([zero, jnp.cumsum(g[:, 1])])
-    thresholds = jnp.where(idx < num_groups, g[:, 2], jnp.inf)
+    g_sum, g_weight, g_x, num_groups = _tie_groups(scores, targets, weights)
+    zero = jnp.zeros(1, g_sum.dtype)
+    cum_s = jnp.concatenate([zero, jnp.cumsum(g_sum)])
+    cum_w = jnp.concatenate([zero, jnp.cumsum(g_weight)])
+    thresholds = jnp.where(idx < num_groups, g_x, jnp.inf)
     p0 = _minimax(cum_s, cum_w, num_groups, 0.0)
     p1 = _minimax(cum_s, cum_w, num_groups, 1.0)
     return VennAbersParams(thresholds, p0, p1)
