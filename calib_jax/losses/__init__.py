@@ -9,6 +9,13 @@ have finite gradients for every finite logit, and give NaN (or raise, eagerly or
 are given, with their sources, in each loss's docstring.
 """
 
+from calib_jax.losses._adafocal import (
+    AdaFocalState,
+    adafocal_init,
+    adafocal_loss,
+    adafocal_update,
+    adafocal_validation_sums,
+)
 from calib_jax.losses._classification import (
     brier_score,
     cross_entropy,
@@ -27,6 +34,11 @@ from calib_jax.losses._wider import (
 )
 
 __all__ = [
+    "AdaFocalState",
+    "adafocal_init",
+    "adafocal_loss",
+    "adafocal_update",
+    "adafocal_validation_sums",
     "adaptive_focal_loss",
     "brier_score",
     "cross_entropy",
