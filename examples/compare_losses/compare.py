@@ -31,6 +31,7 @@ LOSS_TITLES = {
     "logitnorm": "LogitNorm (τ=0.04)",
     "dualfocal": "Dual focal (γ=5)",
     "poly1": "Poly-1 (ε=1)",
+    "adafocal": "AdaFocal (λ=1)",
 }
 # (column title, report field, shown in percent)
 METRICS = (

@@ -50,7 +50,10 @@ def make_objective(name: str, config: Config) -> Objective:
     loss with any γ (``fl0`` is cross-entropy; the γ sweep); losses of the wider field with
     their authors' defaults: ``mbls`` margin-based label smoothing (m = 10, α = 0.1),
     ``logitnorm`` (τ = 0.04), ``dualfocal`` (γ = 5), ``poly1`` (ε = 1), ``mdca`` CE + β·MDCA
-    with β = 1 (the MDCA paper's weight for NLL). All are built
+    with β = 1 (the MDCA paper's weight for NLL), ``adafocal`` (a γ per bin, ``num_bins`` of
+    the config, updated after each epoch from the validation split by
+    :func:`adafocal_epoch_update`; its objective takes ``state=``, the
+    :class:`calib_jax.losses.AdaFocalState`, default the initial one). All are built
     with :func:`calib_jax.losses.scalar_objective`, reduced over the batch as
     ``config.loss_reduction`` says; under ``"sum"`` the Brier score stays a batch mean, as the
     paper code's ``BrierScore`` (``Losses/brier_score.py``) divides by the batch size.
@@ -62,6 +65,7 @@ def make_objective(name: str, config: Config) -> Objective:
         config.ls_paper_variant,
         config.mmce_variant,
         config.loss_reduction,
+        config.num_bins,
     )
 
 
@@ -74,6 +78,7 @@ def _objective(
     ls_paper_variant: bool,
     mmce_variant: str,
     reduction: str,
+    num_bins: int,
 ) -> Objective:
     L = calib_jax.losses
     per_example = {
@@ -93,6 +98,8 @@ def _objective(
         "poly1": L.poly1_cross_entropy,
         "mdca": L.cross_entropy,
     }
+    if name == "adafocal":
+        return _adafocal_objective(mmce_variant, reduction, num_bins)
     gamma = focal_gamma(name)
     if gamma is not None:
         per_example[name] = functools.partial(L.focal_loss, gamma=gamma)
@@ -116,6 +123,32 @@ def _objective(
         )
 
     return with_mdca
+
+
+def _adafocal_objective(mmce_variant: str, reduction: str, num_bins: int) -> Objective:
+    L = calib_jax.losses
+
+    def adafocal(logits, labels, where=None, *, state=None):
+        state = L.adafocal_init(num_bins) if state is None else state
+        per_example = functools.partial(L.adafocal_loss, state=state)
+        objective = L.scalar_objective(
+            per_example, mmce_weight=0.0, mmce_variant=mmce_variant, reduction=reduction
+        )
+        return objective(logits, labels, where=where)
+
+    return adafocal
+
+
+def adafocal_epoch_update(
+    loss_state: calib_jax.losses.AdaFocalState, validation: Evaluation
+) -> calib_jax.losses.AdaFocalState:
+    """AdaFocal's γ update from the validation split, over the authors' equal-mass bins."""
+    L = calib_jax.losses
+    num_bins = loss_state.gamma.shape[0]
+    sums, edges = L.adafocal_validation_sums(
+        validation.logits, validation.labels, num_bins=num_bins
+    )
+    return L.adafocal_update(loss_state, sums, edges=edges)
 
 
 def focal_gamma(name: str) -> float | None:
@@ -229,8 +262,10 @@ def _initializer(
 @functools.lru_cache(maxsize=64)
 def make_train_step(
     graphdef: nnx.GraphDef, objective: Objective, mesh: jax.sharding.Mesh
-) -> Callable[[nnx.State, jax.Array, jax.Array], tuple[nnx.State, jax.Array]]:
-    """``step(state, images, labels) -> (state, loss)``, jit-compiled and data-parallel.
+) -> Callable[..., tuple[nnx.State, jax.Array]]:
+    """``step(state, images, labels, loss_state=None) -> (state, loss)``, jit-compiled and
+    data-parallel; ``loss_state`` (replicated) is passed to the objective as ``state=`` when
+    given (AdaFocal's per-bin γ).
 
     Cached on its (hashable) arguments, so every run with the same architecture, loss and mesh
     reuses one compiled step.
@@ -239,21 +274,28 @@ def make_train_step(
     (``B`` divisible by the number of devices); the state stays replicated.
     """
 
-    def step(state, images, labels):
+    def step(state, images, labels, loss_state):
         model, optimizer = nnx.merge(graphdef, state)
         model.train()
 
         def loss_fn(model):
-            return objective(model(images), labels)
+            if loss_state is None:
+                return objective(model(images), labels)
+            return objective(model(images), labels, state=loss_state)
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), loss
 
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-    return jax.jit(
-        step, in_shardings=(repl, data, data), out_shardings=(repl, repl), donate_argnums=0
+    jitted = jax.jit(
+        step, in_shardings=(repl, data, data, repl), out_shardings=(repl, repl), donate_argnums=0
     )
+
+    def run(state, images, labels, loss_state=None):
+        return jitted(state, images, labels, loss_state)
+
+    return run
 
 
 @functools.lru_cache(maxsize=64)
@@ -414,6 +456,27 @@ def _load_history(workdir: Path | None, epoch: int) -> dict[str, list[float]]:
     return history
 
 
+def _loss_state_path(workdir: Path) -> Path:
+    return workdir.resolve() / "loss_state.json"
+
+
+def _save_loss_state(workdir: Path, epoch: int, loss_state) -> None:
+    """The AdaFocal state after ``epoch`` epochs, beside the checkpoint of that epoch."""
+    fields = {k: np.asarray(v).tolist() for k, v in loss_state._asdict().items()}
+    _loss_state_path(workdir).write_text(json.dumps({"epoch": epoch, **fields}))
+
+
+def _load_loss_state(workdir: str | Path | None, epoch: int, initial):
+    """The saved AdaFocal state of ``epoch`` (the resumed checkpoint), else ``initial``."""
+    if workdir is None or epoch == 0:
+        return initial
+    path = _loss_state_path(Path(workdir))
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if saved.get("epoch") != epoch:
+        raise RuntimeError(f"{path} does not hold the AdaFocal state of epoch {epoch}")
+    return type(initial)(*(jnp.asarray(saved[k], jnp.float32) for k in initial._fields))
+
+
 def train_and_evaluate(
     config: Config,
     loss_name: str,
@@ -459,6 +522,11 @@ def train_and_evaluate(
         state, start = _restore(manager, state)
     history = _load_history(None if workdir is None else Path(workdir), start)
     kwargs = dict(batch_size=config.eval_batch_size, num_bins=config.num_bins)
+    loss_state = None
+    if loss_name == "adafocal":
+        loss_state = _load_loss_state(
+            workdir, start, calib_jax.losses.adafocal_init(config.num_bins)
+        )
 
     epoch_losses: list[float] = []
     bar = tqdm(
@@ -481,8 +549,11 @@ def train_and_evaluate(
         )
         for batch in batches:
             images, labels = global_batch(mesh, batch.image, batch.label)
-            state, loss = train_step(state, images, labels)
+            state, loss = train_step(state, images, labels, loss_state)
             total = total + loss
+        if loss_state is not None:
+            validation = evaluate(eval_step, state, splits.validation, splits.info, mesh, **kwargs)
+            loss_state = adafocal_epoch_update(loss_state, validation)
         epoch_losses.append(float(total) / steps_per_epoch)
         history["train_loss"].append(epoch_losses[-1])
         postfix = {"loss": f"{epoch_losses[-1]:.4f}"}
@@ -501,6 +572,8 @@ def train_and_evaluate(
                 manager.save(done, args=ocp.args.StandardSave(nnx.to_pure_dict(state)), force=True)
                 if jax.process_index() == 0:
                     _history_path(Path(workdir)).write_text(json.dumps(history))
+                    if loss_state is not None:
+                        _save_loss_state(Path(workdir), done, loss_state)
     if manager is not None:
         manager.wait_until_finished()
         manager.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ALL_LOSSES = ("ce", "brier", "mmce", "ls", "fl3", "flsd53")
 # Selectable with --losses too: losses of the wider field, and focal loss with any γ as fl<γ>.
-EXTRA_LOSSES = ("mbls", "mdca", "logitnorm", "dualfocal", "poly1")
+EXTRA_LOSSES = ("mbls", "mdca", "logitnorm", "dualfocal", "poly1", "adafocal")
 
 
 def is_loss_name(name: str) -> bool:
