@@ -56,6 +56,8 @@ BAD_FLAGS = {
     "epochs not an integer": (["--num_epochs", "2.5"], "--num_epochs"),
     "unknown reduction": (["--loss_reduction", "avg"], "--loss_reduction"),
     "unknown mmce variant": (["--mmce_variant", "tf"], "--mmce_variant"),
+    "unknown calibrator": (["--calibrators", "ts_nll,foo"], "foo", "venn_abers"),
+    "repeated calibrator": (["--calibrators", "beta,beta"], "twice"),
 }
 
 
@@ -106,6 +108,7 @@ BAD_FIELDS = {
     "checkpoint_every_epochs": 0,
     "max_train_examples": 0,
     "track_curves": None,
+    "calibrators": ("ts_nll", "platt"),
 }
 
 

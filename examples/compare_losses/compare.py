@@ -1,6 +1,7 @@
 """The comparison of Mukhoti et al. 2020: train once per loss, then temperature-scale on the
-validation split (NLL fit, and the paper's grid search for the lowest 15-bin ECE), and report
-test error, NLL, ECE, AdaECE, Classwise-ECE and MCE before and after, with the fitted T."""
+validation split (NLL fit, and the paper's grid search for the lowest 15-bin ECE; any other
+calibrator of ``calib_jax.calibrators`` by ``config.calibrators``), and report test error, NLL,
+ECE, AdaECE, Classwise-ECE and MCE before and after, with the fitted T."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import json
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import jax
 import numpy as np
 
 import calib_jax
+from calib_jax import calibrators as C
 from examples.compare_losses import input_pipeline, train
 from examples.compare_losses.configs import Config, ConfigError, validate
 
@@ -42,13 +45,29 @@ METRICS = (
     ("CW-ECE %", "classwise_ece", True),
     ("MCE %", "mce", True),
 )
-CALIBRATIONS = (("none", None), ("TS (NLL)", "nll"), ("TS (ECE grid)", "ece_grid"))
+CALIBRATORS: dict[str, tuple[str, Callable[[int], calib_jax.calibrators.Calibrator]]] = {
+    "ts_nll": ("TS (NLL)", lambda bins: C.temperature_scaling(method="nll", num_bins=bins)),
+    "ts_ece_grid": (
+        "TS (ECE grid)",
+        lambda bins: C.temperature_scaling(method="ece_grid", num_bins=bins),
+    ),
+    "vector": ("Vector scaling", lambda bins: C.vector_scaling()),
+    "matrix": ("Matrix scaling", lambda bins: C.matrix_scaling()),
+    "ets": ("Ensemble TS", lambda bins: C.ensemble_temperature_scaling()),
+    "dirichlet": ("Dirichlet (ODIR)", lambda bins: C.dirichlet_calibration()),
+    "histogram": ("Histogram binning", lambda bins: C.histogram_binning(num_bins=bins)),
+    "isotonic": ("Isotonic", lambda bins: C.isotonic_regression()),
+    "bbq": ("BBQ", lambda bins: C.bbq()),
+    "beta": ("Beta (one-vs-rest)", lambda bins: C.beta_calibration()),
+    "venn_abers": ("Venn-Abers (top-label)", lambda bins: C.venn_abers()),
+}
 
 
 def config_hash(config: Config) -> str:
     """Short hash of everything but the loss list: runs that may share checkpoints."""
     fields = dataclasses.asdict(config)
     fields.pop("losses")
+    fields.pop("calibrators")  # post hoc: training is the same
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -59,25 +78,31 @@ def _row(loss: str, calibration: str, temperature: float | None, report: Any) ->
     return row
 
 
-def calibrate(evaluation: tuple[train.Evaluation, train.Evaluation], *, num_bins: int):
-    """Fits temperature scaling on validation logits both ways; returns rows' raw material:
-    ``[(calibration name, temperature, report, test probabilities)]``."""
+def calibrate(
+    evaluation: tuple[train.Evaluation, train.Evaluation],
+    *,
+    num_bins: int,
+    calibrators: Sequence[str] = ("ts_nll", "ts_ece_grid"),
+):
+    """Fits each of ``calibrators`` (names of :data:`CALIBRATORS`) on the validation split
+    (logits, or their softmax for calibrators on probabilities); returns rows' raw material:
+    ``[(calibration name, temperature or None, report, test probabilities)]``, the
+    uncalibrated row first."""
     val, test = evaluation
-    out = []
-    for name, method in CALIBRATIONS:
-        if method is None:
-            probs = np.asarray(jax.nn.softmax(test.logits, axis=-1))
-            report = calib_jax.metrics.calibration_report(
-                test.logits, test.labels, num_bins=num_bins
-            )
-            out.append((name, None, report, probs))
-            continue
-        ts = calib_jax.calibrators.temperature_scaling(method=method, num_bins=num_bins)
-        _, after, params = calib_jax.calibrators.calibrate_and_report(
-            ts, val.logits, val.labels, test.logits, test.labels, num_bins=num_bins
+    probs = np.asarray(jax.nn.softmax(test.logits, axis=-1))
+    report = calib_jax.metrics.calibration_report(test.logits, test.labels, num_bins=num_bins)
+    out = [("none", None, report, probs)]
+    for key in calibrators:
+        name, make = CALIBRATORS[key]
+        calibrator = make(num_bins)
+        val_x, test_x = val.logits, test.logits
+        if calibrator.inputs == "probs":
+            val_x, test_x = jax.nn.softmax(val_x, axis=-1), jax.nn.softmax(test_x, axis=-1)
+        _, after, params = C.calibrate_and_report(
+            calibrator, val_x, val.labels, test_x, test.labels, num_bins=num_bins
         )
-        probs = np.asarray(ts.apply(params, test.logits))
-        out.append((name, float(params.temperature), after, probs))
+        t = float(params.temperature) if isinstance(params, C.TemperatureParams) else None
+        out.append((name, t, after, np.asarray(calibrator.apply(params, test_x))))
     return out
 
 
@@ -114,6 +139,9 @@ def run(
             saved = {k: data.get(k) for k in record}
         except (OSError, ValueError, AttributeError):
             saved = None
+        if isinstance(saved, dict) and isinstance(saved.get("config"), dict):
+            # A results.json from before calibrators were selectable used the default.
+            saved["config"].setdefault("calibrators", list(Config.calibrators))
         if saved != record:
             raise ConfigError(
                 f"{workdir} holds the results of another config ({_difference(saved, record)}); "
@@ -147,7 +175,11 @@ def run(
             mesh=mesh,
             progress=progress,
         )
-        calibrated = calibrate((result.validation, result.test), num_bins=config.num_bins)
+        calibrated = calibrate(
+            (result.validation, result.test),
+            num_bins=config.num_bins,
+            calibrators=config.calibrators,
+        )
         seconds[loss] = time.perf_counter() - start
         train_losses[loss] = result.losses
         curves[loss] = result.curves
@@ -156,11 +188,12 @@ def run(
         if plots and jax.process_index() == 0:
             _plot(workdir / f"reliability_{loss}.png", loss, calibrated, result.test.labels, config)
         if progress and jax.process_index() == 0:
-            before, after = rows[-3], rows[-2]
+            before, after = rows[-len(calibrated)], rows[-len(calibrated) + 1]
+            t = "" if after["temperature"] is None else f", T={after['temperature']:.2f}"
             print(
                 f"{loss}: {seconds[loss]:.0f} s, test error {100 * before['error']:.2f}%, "
                 f"ECE {100 * before['ece']:.2f}% -> {100 * after['ece']:.2f}% "
-                f"(T={after['temperature']:.2f})",
+                f"({after['calibration']}{t})",
                 flush=True,
             )
     if jax.process_index() == 0:
@@ -222,7 +255,10 @@ def _plot(path: Path, loss: str, calibrated, labels: np.ndarray, config: Config)
         diagrams.append(
             calib_jax.metrics.reliability_diagram(probs, labels, num_bins=config.num_bins)
         )
-        titles.append("uncalibrated" if t is None else f"{name}, T={t:.2f}")
+        if name == "none":
+            titles.append("uncalibrated")
+        else:
+            titles.append(name if t is None else f"{name}, T={t:.2f}")
     fig = plotting.plot_reliability_diagrams(
         diagrams, titles=titles, suptitle=f"{LOSS_TITLES.get(loss, loss)} — {config.dataset}"
     )
@@ -300,6 +336,6 @@ def _document(config: Config, rows: list[dict], config_name: str | None = None) 
         f"# Loss comparison on {config.dataset} ({config.model}, {config.num_epochs} epochs, "
         f"seed {config.seed})\n\n{describe(config, config_name)} The full config is in "
         f"results.json.\n\n"
-        f"Test split; temperature fitted on the {config.val_fraction:.0%} validation split; "
-        f"{config.num_bins} bins.\n\n{markdown_table(rows)}\n"
+        f"Test split; post-hoc calibrators fitted on the {config.val_fraction:.0%} validation "
+        f"split; {config.num_bins} bins.\n\n{markdown_table(rows)}\n"
     )

@@ -1,8 +1,9 @@
-"""Command line: train with each loss, temperature-scale, print and save the comparison.
+"""Command line: train with each loss, calibrate post hoc, print and save the comparison.
 
     python -m examples.compare_losses                       # offline digits, all six losses
     python -m examples.compare_losses --losses ce,fl3 --config overconfident --workdir results/oc
     python -m examples.compare_losses --config cifar10_resnet50 --download
+    python -m examples.compare_losses --calibrators ts_nll,dirichlet,venn_abers   # or all
 
 Outputs (in ``--workdir``, default ``results/compare_losses``): ``results.md``,
 ``results.json`` (the rows and the full config), ``reliability_<loss>.png`` and orbax
@@ -50,7 +51,7 @@ def _float_or_none(text: str) -> float | str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     from examples.compare_losses import input_pipeline, models
-    from examples.compare_losses.configs import LOSS_CHOICES, available_configs
+    from examples.compare_losses.configs import CALIBRATORS, LOSS_CHOICES, available_configs
 
     p = _Parser(
         prog="python -m examples.compare_losses",
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", choices=models.MODELS, help="override the config's model")
     p.add_argument("--losses", help=f"comma-separated, from {LOSS_CHOICES}")
+    p.add_argument(
+        "--calibrators",
+        help="post-hoc calibrators fitted on the validation split, comma-separated, from "
+        f"{', '.join(CALIBRATORS)}, or all (default: ts_nll,ts_ece_grid)",
+    )
     p.add_argument(
         "--num_epochs",
         type=int,
@@ -129,7 +135,7 @@ def make_config(args: argparse.Namespace) -> Config:
     Raises:
       ConfigError: an unknown config or a bad value, as one line naming the field.
     """
-    from examples.compare_losses.configs import ConfigError, get_config, validate
+    from examples.compare_losses.configs import CALIBRATORS, ConfigError, get_config, validate
 
     config = get_config(args.config)
     names = ("dataset", "model", "num_epochs", "seed", "mmce_variant", "loss_reduction")
@@ -140,6 +146,9 @@ def make_config(args: argparse.Namespace) -> Config:
         )
     if args.losses is not None:
         overrides["losses"] = tuple(s.strip() for s in args.losses.split(",") if s.strip())
+    if args.calibrators is not None:
+        names = tuple(s.strip() for s in args.calibrators.split(",") if s.strip())
+        overrides["calibrators"] = CALIBRATORS if names == ("all",) else names
     old = (config.num_epochs, *config.lr_boundaries)
     rescale = all(isinstance(v, int) and not isinstance(v, bool) for v in old) and old[0] > 0
     if args.num_epochs is not None and args.lr_boundaries is None and rescale:

@@ -25,6 +25,20 @@ def is_loss_name(name: str) -> bool:
 
 
 LOSS_CHOICES = f"{', '.join(ALL_LOSSES + EXTRA_LOSSES)} or fl<γ> (focal loss, e.g. fl2)"
+# Post-hoc calibrators of the table (see compare.CALIBRATORS); the paper's two TS fits first.
+CALIBRATORS = (
+    "ts_nll",
+    "ts_ece_grid",
+    "vector",
+    "matrix",
+    "ets",
+    "dirichlet",
+    "histogram",
+    "isotonic",
+    "bbq",
+    "beta",
+    "venn_abers",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +92,9 @@ class Config:
     max_train_examples: int | None = None
     # Evaluate on the test split after every epoch (test error, NLL, ECE: the training curves).
     track_curves: bool = False
+    # Post-hoc calibrators fitted on the validation split, one table row each (names from
+    # CALIBRATORS); they do not change training, so runs differing only here share checkpoints.
+    calibrators: tuple[str, ...] = ("ts_nll", "ts_ece_grid")
 
     def replace(self, **changes) -> Config:
         """A copy with ``changes`` applied."""
@@ -211,6 +228,18 @@ def _losses(value):
     return None
 
 
+def _calibrators(value):
+    if not isinstance(value, tuple) or not value:
+        return f"must be a non-empty tuple of names from {', '.join(CALIBRATORS)}"
+    unknown = [v for v in value if v not in CALIBRATORS]
+    if unknown:
+        names = ", ".join(map(str, unknown))
+        return f"contains unknown {names}; choose from {', '.join(CALIBRATORS)}"
+    if len(set(value)) != len(value):
+        return f"names a calibrator twice: {', '.join(value)}"
+    return None
+
+
 def _datasets():
     from examples.compare_losses import input_pipeline
 
@@ -249,6 +278,7 @@ _RULES = {
     "checkpoint_every_epochs": _int(1),
     "max_train_examples": _optional(_int(1)),
     "track_curves": _bool,
+    "calibrators": _calibrators,
 }
 
 
