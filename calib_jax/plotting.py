@@ -15,6 +15,10 @@ interval; a gap bar joins it to the bin's mean confidence ``conf_m``, vermilion 
 is over-confident (``conf_m > acc_m``, gap below the diagonal) and green where it is
 under-confident (``acc_m > conf_m``). Bins holding few samples (their accuracy is noise) are
 drawn faint. The lower panel is the histogram of samples per bin.
+
+:func:`plot_smooth_reliability_diagram` draws the kernel-smoothed curve of
+:func:`calib_jax.metrics.smooth_reliability_diagram` in the same colours, with the density of
+the confidences below it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_reliability_diagram", "plot_reliability_diagrams"]
+__all__ = [
+    "plot_reliability_diagram",
+    "plot_reliability_diagrams",
+    "plot_smooth_reliability_diagram",
+]
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies, and opaque so
 # that overlapping bars never mix into a third colour.
@@ -396,3 +404,121 @@ def plot_reliability_diagrams(
     if suptitle is not None:
         fig.suptitle(suptitle)
     return fig
+
+
+_SMOOTH_FIELDS = ("mesh", "curve", "density", "bandwidth", "smooth_ece")
+
+
+def plot_smooth_reliability_diagram(
+    diagram: Any,
+    *,
+    ax: Axes | None = None,
+    density_ax: Axes | None = None,
+    title: str | None = None,
+    show_density: bool = True,
+    legend: bool = True,
+) -> Axes:
+    """Draws a smoothed reliability diagram: the kernel-smoothed curve against the confidence,
+    with the density of the confidences below it.
+
+    The curve ``t - r̂_σ(t)`` (see :func:`calib_jax.metrics.smooth_reliability_diagram`) is
+    drawn as a line; the area between it and the dashed diagonal is filled vermilion where the
+    model is over-confident (curve below the diagonal) and green where it is under-confident,
+    so ``∫ |filled height| · density`` is the smooth ECE. The title states the smooth ECE and
+    the bandwidth ``σ``. The curve may leave ``[0, 1]`` by about ``σ`` near the ends; the
+    vertical axis is widened to show it.
+
+    Args:
+      diagram: a :class:`calib_jax.metrics.SmoothReliabilityDiagram`, or an object with 1-D
+        fields ``mesh, curve, density`` of one length and scalars ``bandwidth, smooth_ece``.
+      ax: Axes for the curve; with ``None`` a new figure is made (with the density below when
+        ``show_density``).
+      density_ax: Axes for the density when ``ax`` is given (no density panel if ``None``).
+      title: first line of the title.
+      show_density: with ``ax=None``, add the density panel.
+      legend: draw the legend (outside the data, right of ``ax``).
+
+    Returns:
+      The curve's Axes (its figure is ``ax.figure``).
+
+    Raises:
+      TypeError: ``diagram`` lacks one of the fields.
+      ValueError: the fields ``mesh, curve, density`` are not 1-D arrays of one length.
+
+    Examples:
+      >>> import types
+      >>> import numpy as np
+      >>> from calib_jax.plotting import plot_smooth_reliability_diagram
+      >>> t = np.linspace(0, 1, 5)
+      >>> d = types.SimpleNamespace(mesh=t, curve=t - 0.1, density=np.ones(5),
+      ...                           bandwidth=0.05, smooth_ece=0.1)
+      >>> ax = plot_smooth_reliability_diagram(d, title="model")
+      >>> print(ax.get_title())
+      model
+      smooth ECE 10.00%, σ = 0.0500
+
+    References:
+      Błasiok & Nakkiran, "Smooth ECE: Principled Reliability Diagrams via Kernel Smoothing",
+      ICLR 2024.
+    """
+    missing = [f for f in _SMOOTH_FIELDS if not hasattr(diagram, f)]
+    if missing:
+        raise TypeError(
+            f"diagram lacks the fields {missing}; pass "
+            "calib_jax.metrics.smooth_reliability_diagram(predictions, labels)"
+        )
+    t, curve, density = (
+        np.asarray(getattr(diagram, f), dtype=np.float64) for f in ("mesh", "curve", "density")
+    )
+    if t.ndim != 1 or t.shape != curve.shape or t.shape != density.shape:
+        raise ValueError(
+            f"mesh, curve and density must be 1-D arrays of one length, got shapes "
+            f"{t.shape}, {curve.shape}, {density.shape}"
+        )
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        if show_density:
+            fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+            ax, density_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        else:
+            fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+            ax = fig.subplots()
+    over = curve < t
+    ax.fill_between(t, curve, t, where=over, interpolate=True, color=OVERCONFIDENT_COLOR, lw=0)
+    ax.fill_between(t, curve, t, where=~over, interpolate=True, color=UNDERCONFIDENT_COLOR, lw=0)
+    ax.plot(t, curve, color="black", linewidth=1.5)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(min(0.0, float(np.nanmin(curve))), max(1.0, float(np.nanmax(curve))))
+    ax.set_ylabel("smoothed accuracy")
+    ece, sigma = float(diagram.smooth_ece), float(diagram.bandwidth)
+    stats = f"smooth ECE {100 * ece:.2f}%, σ = {sigma:.4f}"
+    ax.set_title(stats if title is None else f"{title}\n{stats}", fontsize="medium")
+    if density_ax is None:
+        ax.set_xlabel("confidence")
+    else:
+        density_ax.fill_between(t, density, color=COUNT_COLOR, lw=0)
+        density_ax.set_xlim(0, 1)
+        density_ax.set_ylim(bottom=0)
+        density_ax.set_ylabel("density")
+        density_ax.set_xlabel("confidence")
+        ax.tick_params(labelbottom=False)
+    if legend:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = [
+            Line2D([], [], color="black", linewidth=1.5, label="smoothed curve"),
+            Patch(facecolor=OVERCONFIDENT_COLOR, label="gap, over-confident"),
+            Patch(facecolor=UNDERCONFIDENT_COLOR, label="gap, under-confident"),
+            Line2D([], [], linestyle="--", color="black", linewidth=1, label="perfect calibration"),
+        ]
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.03, 1.0),
+            borderaxespad=0.0,
+            fontsize="small",
+        )
+    return ax

@@ -61,6 +61,11 @@ from calib_jax.metrics._decomposition import (
 from calib_jax.metrics._report import CalibrationReport, calibration_report
 from calib_jax.metrics._scores import accuracy, brier, nll
 from calib_jax.metrics._selective import augrc, aurc, coverage_at_risk, selective_risk
+from calib_jax.metrics._smooth import (
+    SmoothReliabilityDiagram,
+    smooth_ece,
+    smooth_reliability_diagram,
+)
 from calib_jax.metrics._streaming import CalibrationState
 from calib_jax.metrics._wider import (
     ece_sweep,
@@ -76,6 +81,7 @@ __all__ = [
     "CalibrationState",
     "ReliabilityDiagram",
     "ScoreDecomposition",
+    "SmoothReliabilityDiagram",
     "accuracy",
     "ada_ece",
     "augrc",
@@ -97,5 +103,7 @@ __all__ = [
     "reliability_diagram",
     "score_decomposition",
     "selective_risk",
+    "smooth_ece",
+    "smooth_reliability_diagram",
     "underconfidence_error",
 ]
