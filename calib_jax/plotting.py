@@ -257,7 +257,7 @@ def plot_reliability_diagram(
       log_counts: logarithmic histogram axis (shows bins of 1-10 samples next to a top bin
         of thousands).
       faint_below: sample count under which a bin is drawn faint; ``None`` uses
-        :func:`faint_threshold` (``max(10, 1% of N)``).
+        ``max(10, 1% of N)``.
       legend: draw the legend (outside the data, right of ``ax``).
 
     Returns:
