@@ -3,7 +3,11 @@
 Two kinds of checks:
 
 * **Static** checks (ranks, shapes, dtypes, hyperparameter ranges) run in Python at trace time and
-  raise ``ValueError``/``TypeError`` at once, under ``jit`` too, at no run-time cost.
+  raise ``ValueError``/``TypeError`` at once, under ``jit`` too, at no run-time cost. Rank, shape
+  and dtype checks are chex assertions (:func:`chex.assert_rank`, :func:`chex.assert_shape`,
+  :func:`chex.assert_type`, ...) raising ``ValueError``/``TypeError`` whose text is chex's finding
+  followed by our explanation in brackets. Like every chex assertion they are skipped after
+  :func:`chex.disable_asserts`; they cost nothing under ``jit``, so there is no reason to.
 * **Value** checks (labels in ``[0, K)``, finite inputs, probabilities that sum to one) depend on
   the data. On concrete (eager) inputs they raise ``ValueError`` immediately. Under a JAX
   transformation they are emitted as :func:`jax.experimental.checkify.debug_check`, which is free
@@ -11,6 +15,14 @@ Two kinds of checks:
   :func:`calib_jax.validation.checked` (or ``checkify.checkify``). Independently of that, every
   function is written so that invalid values give NaN rather than a plausible wrong number (for
   example an out-of-range label selects NaN instead of JAX's silently clamped gather).
+
+Value checks use :mod:`jax.experimental.checkify` directly rather than :func:`chex.chexify` with
+chex's value assertions, for three reasons: a chex value assertion raises ``RuntimeError`` when
+traced outside a ``chexify``-wrapped function, so every user ``jit`` would have to be wrapped
+(``debug_check`` is free and silent there); our checks exempt masked rows and reuse reductions
+the computation needs anyway (a probability row's sum), which ``assert_tree_all_finite`` cannot;
+and eager calls raise the same ``ValueError`` as the static checks. ``chex.chexify`` still works
+around any calib_jax function: it is a ``checkify`` of the ``user_checks`` these emit.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +50,29 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
 
+def _array(x: Any) -> Any:
+    """``x`` as something with ``shape`` and ``dtype`` for chex (tracers and arrays unchanged)."""
+    return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+
+
+def _data_array(x: Any, name: str) -> Any:
+    """:func:`_array` of a data argument; a list or tuple is refused with a clear message (chex
+    would read it as several inputs, and the functions need arrays)."""
+    if isinstance(x, list | tuple):
+        raise TypeError(
+            f"{name} must be an array (jax.Array or numpy.ndarray), got a {type(x).__name__}."
+        )
+    return _array(x)
+
+
+def static_check(assertion: Any, *args: Any, message: str, error: type = ValueError) -> None:
+    """Run the chex static assertion ``assertion(*args)``, raising ``error`` with ``message``.
+
+    The text is chex's finding (``[Chex] ... has rank 3 ...``) followed by ``[message]``.
+    """
+    assertion(*args, custom_message=message, include_default_message=False, exception_type=error)
+
+
 def check_value(pred: ArrayLike, message: str) -> None:
     """Raise ``ValueError(message)`` if ``pred`` is false; a checkify check when traced."""
     if isinstance(pred, jax.core.Tracer):
@@ -46,42 +82,78 @@ def check_value(pred: ArrayLike, message: str) -> None:
 
 
 def check_floating(x: ArrayLike, name: str) -> None:
-    if not jnp.issubdtype(_dtype(x), jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {_dtype(x)}.")
+    x = _data_array(x, name)
+    message = f"{name} must have a floating dtype, got {_dtype(x)}."
+    static_check(chex.assert_type, x, float, message=message, error=TypeError)
 
 
 def check_integer(x: ArrayLike, name: str) -> None:
-    if not jnp.issubdtype(_dtype(x), jnp.integer):
-        raise TypeError(
-            f"{name} must have an integer dtype (class indices), got {_dtype(x)}; "
-            "pass integer labels, not one-hot or float labels."
-        )
+    x = _data_array(x, name)
+    message = (
+        f"{name} must have an integer dtype (class indices), got {_dtype(x)}; "
+        "pass integer labels, not one-hot or float labels."
+    )
+    static_check(chex.assert_type, x, int, message=message, error=TypeError)
 
 
-def check_rank(x: ArrayLike, ranks: int | Sequence[int], name: str) -> None:
+def check_dtype(x: ArrayLike, expected: Any, name: str, message: str | None = None) -> None:
+    """``x``'s dtype is ``expected`` (``float``/``int``: any floating/integer dtype); ``TypeError``.
+
+    ``message`` may name the actual dtype as ``{dtype}``.
+    """
+    x = _array(x)
+    if message is None:
+        message = f"{name} must have dtype {np.dtype(expected)}, got {{dtype}}."
+    message = message.format(dtype=_dtype(x))
+    static_check(chex.assert_type, x, expected, message=message, error=TypeError)
+
+
+def check_rank(
+    x: ArrayLike, ranks: int | Sequence[int], name: str, message: str | None = None
+) -> None:
     ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
-    if len(_shape(x)) not in ranks:
-        raise ValueError(f"{name} must have rank in {ranks}, got shape {_shape(x)}.")
+    x = _array(x)
+    if message is None:
+        message = f"{name} must have rank in {ranks}, got shape {_shape(x)}."
+    static_check(chex.assert_rank, x, set(ranks), message=message)
+
+
+def check_shape(x: ArrayLike, shape: Sequence[Any], name: str, message: str | None = None) -> None:
+    """``x.shape`` matches ``shape`` (chex shape pattern: ints, ``None`` for any, ``...``)."""
+    x = _array(x)
+    if message is None:
+        message = f"{name} must have shape {tuple(shape)}, got {_shape(x)}."
+    static_check(chex.assert_shape, x, tuple(shape), message=message)
 
 
 def check_nonempty(x: ArrayLike, name: str) -> None:
-    if int(np.prod(_shape(x))) == 0:
-        raise ValueError(f"{name} is empty (shape {_shape(x)}); at least one sample is required.")
+    x = _array(x)
+    message = f"{name} is empty (shape {_shape(x)}); at least one sample is required."
+    for axis in range(x.ndim):
+        static_check(chex.assert_axis_dimension_gt, x, axis, 0, message=message)
 
 
 def check_scores_and_labels(scores: ArrayLike, labels: ArrayLike, name: str = "logits") -> int:
     """Static checks for ``scores[..., K]`` with integer ``labels[...]``; returns ``K``."""
     check_floating(scores, name)
     check_integer(labels, "labels")
+    scores = _array(scores)
     shape = _shape(scores)
-    if len(shape) < 1:
-        raise ValueError(f"{name} must have a trailing class axis, got a scalar.")
-    if _shape(labels) != shape[:-1]:
-        raise ValueError(
-            f"labels must have shape {name}.shape[:-1] = {shape[:-1]}, got {_shape(labels)}."
-        )
-    if shape[-1] < 1:
-        raise ValueError(f"{name} must have at least one class, got shape {shape}.")
+    # (..., None): any rank >= 1.
+    check_shape(scores, (..., None), name, f"{name} must have a trailing class axis, got a scalar.")
+    check_shape(
+        labels,
+        shape[:-1],
+        "labels",
+        f"labels must have shape {name}.shape[:-1] = {shape[:-1]}, got {_shape(labels)}.",
+    )
+    static_check(
+        chex.assert_axis_dimension_gteq,
+        scores,
+        -1,
+        1,
+        message=f"{name} must have at least one class, got shape {shape}.",
+    )
     return shape[-1]
 
 

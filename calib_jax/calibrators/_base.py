@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,28 +51,24 @@ def check_fit_inputs(
     v.check_integer(labels, "labels")
     shape = np.shape(x)
     if len(shape) == 1 and binary_ok:
-        if np.shape(labels) != shape:
-            raise ValueError(
-                f"labels must have the shape of binary {name} {shape}, got {np.shape(labels)}."
-            )
+        message = f"labels must have the shape of binary {name} {shape}, got {np.shape(labels)}."
+        v.check_shape(labels, shape, "labels", message)
         k = 2
     else:
         v.check_rank(x, 2, name)
         k = v.check_scores_and_labels(x, labels, name)
-        if k < 2:
-            raise ValueError(f"{name} must have at least two classes, got shape {shape}.")
+        message = f"{name} must have at least two classes, got shape {shape}."
+        v.static_check(chex.assert_axis_dimension_gteq, x, 1, 2, message=message)
     v.check_nonempty(labels, "labels")
-    if shape[0] < 2:
-        raise ValueError(f"fitting a calibrator needs at least two samples, got {shape[0]}.")
+    message = f"fitting a calibrator needs at least two samples, got {shape[0]}."
+    v.static_check(chex.assert_axis_dimension_gteq, labels, 0, 2, message=message)
     x = v.to_compute_dtype(x)
     labels = jnp.asarray(labels)
     if where is None:
         weights = jnp.ones(labels.shape, x.dtype)
     else:
-        if np.shape(where) != np.shape(labels):
-            raise ValueError(
-                f"where must have the shape of labels {np.shape(labels)}, got {np.shape(where)}."
-            )
+        message = f"where must have the shape of labels {labels.shape}, got {np.shape(where)}."
+        v.check_shape(where, labels.shape, "where", message)
         weights = jnp.asarray(where, bool).astype(x.dtype)
     v.check_finite(x, name, where)
     v.check_labels_in_range(labels, k, where)
@@ -114,11 +111,12 @@ def check_apply_input(x: ArrayLike, name: str, num_columns: int, *, binary: bool
     value check that it is finite (eager ``ValueError``; a checkify check under ``jit``)."""
     v.check_floating(x, name)
     x = v.to_compute_dtype(x)
-    if not binary and (x.ndim < 1 or x.shape[-1] != num_columns):
-        raise ValueError(
+    if not binary:
+        message = (
             f"these parameters were fitted for K = {num_columns} classes, but {name} has shape "
             f"{x.shape} (K' = {x.shape[-1] if x.ndim else 'none'})."
         )
+        v.check_shape(x, (..., num_columns), name, message)
     v.check_finite(x, name)
     return x
 

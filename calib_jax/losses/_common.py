@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,14 +18,12 @@ def row_mask(where: ArrayLike | None, shape: tuple[int, ...], name: str = "label
     if where is None:
         return None
     where_shape = tuple(np.shape(where))
-    try:
-        ok = np.broadcast_shapes(where_shape, shape) == shape
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"where must broadcast to {name}.shape = {shape}, got shape {where_shape}."
-        )
+    _validation.static_check(
+        chex.assert_is_broadcastable,
+        where_shape,
+        shape,
+        message=f"where must broadcast to {name}.shape = {shape}, got shape {where_shape}.",
+    )
     return jnp.broadcast_to(jnp.asarray(where, bool), shape)
 
 

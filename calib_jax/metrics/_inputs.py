@@ -56,20 +56,26 @@ def validate(probs, labels, where, weights, name: str = "probs") -> Inputs:
     v.check_floating(probs, name)
     v.check_integer(labels, "labels")
     shape = np.shape(probs)
-    if len(shape) not in (1, 2):
-        raise ValueError(
-            f"{name} must have shape [N, K] (class probabilities) or [N] (binary, probability of "
-            f"the positive class), got shape {shape}; use jax.vmap for leading batch axes."
-        )
+    v.check_rank(
+        probs,
+        (1, 2),
+        name,
+        f"{name} must have shape [N, K] (class probabilities) or [N] (binary, probability of "
+        f"the positive class), got shape {shape}; use jax.vmap for leading batch axes.",
+    )
     n = shape[0]
-    if np.shape(labels) != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match {name}, got {np.shape(labels)}.")
+    v.check_shape(
+        labels,
+        (n,),
+        "labels",
+        f"labels must have shape ({n},) to match {name}, got {np.shape(labels)}.",
+    )
     v.check_nonempty(probs, name)
     for arr, arr_name in ((where, "where"), (weights, "weights")):
-        if arr is not None and np.shape(arr) != (n,):
-            raise ValueError(f"{arr_name} must have shape ({n},), got {np.shape(arr)}.")
-    if where is not None and np.dtype(jnp.asarray(where).dtype) != np.bool_:
-        raise TypeError(f"where must be a boolean mask, got dtype {jnp.asarray(where).dtype}.")
+        if arr is not None:
+            v.check_shape(arr, (n,), arr_name)
+    if where is not None:
+        v.check_dtype(where, bool, "where", "where must be a boolean mask, got dtype {dtype}.")
     k = shape[1] if len(shape) == 2 else None
     w, weight_ok = sample_weights(where, weights)
     keep = None if w is None else w != 0
