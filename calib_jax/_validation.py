@@ -65,12 +65,23 @@ def _data_array(x: Any, name: str) -> Any:
     return _array(x)
 
 
-def static_check(assertion: Any, *args: Any, message: str, error: type = ValueError) -> None:
+def static_check(
+    assertion: Any, *args: Any, message: str, error: type = ValueError, message_vars: Any = ()
+) -> None:
     """Run the chex static assertion ``assertion(*args)``, raising ``error`` with ``message``.
 
-    The text is chex's finding (``[Chex] ... has rank 3 ...``) followed by ``[message]``.
+    The text is chex's finding (``[Chex] ... has rank 3 ...``) followed by ``[message]``;
+    ``message.format(*message_vars)`` is only computed on failure (an eager call pays for
+    the check, not for the message). Callers pass a lone array as ``[x]``: chex tests a lone
+    input against ``collections.abc.Sequence``, an ABC check slower than the assertion.
     """
-    assertion(*args, custom_message=message, include_default_message=False, exception_type=error)
+    assertion(
+        *args,
+        custom_message=message,
+        custom_message_format_vars=message_vars,
+        include_default_message=False,
+        exception_type=error,
+    )
 
 
 def check_value(pred: ArrayLike, message: str) -> None:
@@ -83,17 +94,21 @@ def check_value(pred: ArrayLike, message: str) -> None:
 
 def check_floating(x: ArrayLike, name: str) -> None:
     x = _data_array(x, name)
-    message = f"{name} must have a floating dtype, got {_dtype(x)}."
-    static_check(chex.assert_type, x, float, message=message, error=TypeError)
+    message = name + " must have a floating dtype, got {}."
+    static_check(
+        chex.assert_type, [x], float, message=message, error=TypeError, message_vars=(x.dtype,)
+    )
 
 
 def check_integer(x: ArrayLike, name: str) -> None:
     x = _data_array(x, name)
     message = (
-        f"{name} must have an integer dtype (class indices), got {_dtype(x)}; "
+        name + " must have an integer dtype (class indices), got {}; "
         "pass integer labels, not one-hot or float labels."
     )
-    static_check(chex.assert_type, x, int, message=message, error=TypeError)
+    static_check(
+        chex.assert_type, [x], int, message=message, error=TypeError, message_vars=(x.dtype,)
+    )
 
 
 def check_dtype(x: ArrayLike, expected: Any, name: str, message: str | None = None) -> None:
@@ -105,7 +120,7 @@ def check_dtype(x: ArrayLike, expected: Any, name: str, message: str | None = No
     if message is None:
         message = f"{name} must have dtype {np.dtype(expected)}, got {{dtype}}."
     message = message.format(dtype=_dtype(x))
-    static_check(chex.assert_type, x, expected, message=message, error=TypeError)
+    static_check(chex.assert_type, [x], expected, message=message, error=TypeError)
 
 
 def check_rank(
@@ -115,7 +130,7 @@ def check_rank(
     x = _array(x)
     if message is None:
         message = f"{name} must have rank in {ranks}, got shape {_shape(x)}."
-    static_check(chex.assert_rank, x, set(ranks), message=message)
+    static_check(chex.assert_rank, [x], set(ranks), message=message)
 
 
 def check_shape(x: ArrayLike, shape: Sequence[Any], name: str, message: str | None = None) -> None:
@@ -123,7 +138,7 @@ def check_shape(x: ArrayLike, shape: Sequence[Any], name: str, message: str | No
     x = _array(x)
     if message is None:
         message = f"{name} must have shape {tuple(shape)}, got {_shape(x)}."
-    static_check(chex.assert_shape, x, tuple(shape), message=message)
+    static_check(chex.assert_shape, [x], tuple(shape), message=message)
 
 
 def check_nonempty(x: ArrayLike, name: str) -> None:

@@ -9,10 +9,19 @@ under ``jit``, wrap the jitted function::
 
     import calib_jax as cj
     safe_ece = cj.validation.checked(jax.jit(cj.metrics.ece))
-    safe_ece(probs, labels)   # raises JaxRuntimeError with a clear message on bad labels
+    safe_ece(probs, labels)   # raises checkify.JaxRuntimeError with a clear message on bad labels
 
 ``checked(f)`` is ``checkify.checkify(f, errors=checkify.user_checks)`` followed by
-``err.throw()``; use ``checkify`` directly to handle the error value yourself.
+``err.throw()``; use ``checkify`` directly to handle the error value yourself. The error it
+raises is :class:`jax.experimental.checkify.JaxRuntimeError`, a ``ValueError`` (not
+``jax.errors.JaxRuntimeError``), so ``except ValueError`` catches a bad value both eagerly and
+under ``checked``. ``chex.chexify`` works the same way around calib_jax functions.
+
+With jax 0.10, ``checkify`` cannot transform a ``while_loop`` whose predicate is batched by
+``vmap`` (in either order, ``checked(jax.vmap(f))`` or ``jax.vmap(checkify.checkify(f))``):
+this concerns the functions with a data-dependent loop (``metrics.ece_sweep``, the iterative
+calibrator fits). Check such a function per batch element, or without ``vmap``; plain
+``jax.jit(jax.vmap(f))`` works and gives NaN for invalid values as always.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ def checked(fn: F) -> F:
 
     Returns:
       A function with the same signature and outputs that raises
-      ``jax.errors.JaxRuntimeError`` naming the failed check when any value check fails.
+      ``jax.experimental.checkify.JaxRuntimeError`` (a ``ValueError``) naming the failed check
+      when any value check fails.
 
     Examples:
       >>> import jax, jax.numpy as jnp, calib_jax as cj
