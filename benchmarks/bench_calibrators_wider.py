@@ -4,7 +4,10 @@ Beta calibration and Venn-Abers on 10k binary scores (against betacal 1.1.0 and 
 1.5.4), ensemble temperature scaling and Dirichlet calibration on 10k x 10 logits (against the
 float64 scipy fits the tests use: the authors' L-BFGS-B + SLSQP for ETS, L-BFGS-B of the same
 objective at each λ with the same 5-fold cross-validation for Dirichlet). Our fits are jitted
-and warm (compile time excluded). Run: ``python -m benchmarks.bench_calibrators_wider``.
+and warm (compile time excluded). Run: ``python -m benchmarks.bench_calibrators_wider``;
+``python -m benchmarks.bench_calibrators_wider venn_abers`` times only the Venn-Abers fit:
+the hull-bridge path against the O(N^2) minimax path it replaced and against venn-abers, at
+10k and 50k binary scores.
 """
 
 from __future__ import annotations
@@ -121,5 +124,41 @@ def main(pairs: int = 3) -> None:
         print(f"| {name} | {ours_ms:.1f} | {peer_ms:.1f} | {ratio:.3f}x |", flush=True)
 
 
+def venn_abers_paths(pairs: int = 3, sizes: tuple[int, ...] = (10_000, 50_000)) -> None:
+    """Venn-Abers fit: the bridge path (``fit``) vs the minimax path and vs venn-abers."""
+    import venn_abers
+
+    from calib_jax.calibrators import _venn_abers as va
+
+    fit = jax.jit(cal.venn_abers().fit)
+    minimax = jax.jit(jax.vmap(va._venn_abers_column_reference, in_axes=(0, 0, None)))
+    print("| N | bridge (ms) | minimax (ms) | bridge / minimax | venn-abers (ms) | bridge / peer |")
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        s = rng.uniform(0.01, 0.99, n).astype(np.float32)
+        yb = (rng.random(n) < s**2).astype(np.int32)
+        two = np.stack([1 - s, s], 1).astype(np.float64)
+        cols = (s[None], yb[None].astype(np.float32), np.ones(n, np.float32))
+        peer = lambda two=two, yb=yb: venn_abers.VennAbers().fit(two, yb)
+        ours_ms = time_ms(lambda s=s, yb=yb: fit(s, yb), repeats=3)
+        old_ms = float("nan")
+        if n <= 10_000:
+            old_ms = time_ms(lambda cols=cols: minimax(*cols), repeats=1)
+        old_ratio = paired_ratio(fit, (s, yb), minimax, cols, pairs) if n <= 10_000 else np.nan
+        peer_ms = time_ms(peer, repeats=1)
+        ratio = paired_ratio(fit, (s, yb), peer, (), pairs)
+        print(
+            f"| {n} | {ours_ms:.1f} | {old_ms:.1f} | {old_ratio:.4f}x | {peer_ms:.1f} | "
+            f"{ratio:.3f}x |",
+            flush=True,
+        )
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["venn_abers"]:
+        venn_abers_paths()
+    else:
+        main()

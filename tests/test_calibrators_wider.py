@@ -232,6 +232,31 @@ def test_venn_abers_equals_float64_brute_force(ties):
     np.testing.assert_allclose(merged.sum(-1), 1, atol=1e-6)
 
 
+def test_venn_abers_hull_bridge_equals_the_minimax_reference_path():
+    # The O(N log² N) bridge search against the O(N²) minimax formula on the same groups:
+    # ties, masks, runs of one label, a single class, tiny sets; bit-identical values.
+    from calib_jax.calibrators import _venn_abers as va
+
+    fast, reference = jax.jit(va._venn_abers_column), jax.jit(va._venn_abers_column_reference)
+    rng = np.random.default_rng(11)
+    for trial in range(24):
+        n = int(rng.integers(1, 200))
+        s, y, w = np.zeros((3, 200), np.float32)
+        s[:n] = rng.uniform(0, 1, n)
+        if trial % 3 == 0:
+            s[:n] = np.round(s[:n] * rng.integers(2, 20)) / 20
+        y[:n] = rng.random(n) < s[:n] ** rng.uniform(0.2, 3)
+        if trial % 5 == 0:
+            y[:n] = np.sort(y[:n])
+        if trial % 7 == 0:
+            y[:n] = 1
+        w[:n] = 1 if trial % 2 else rng.random(n) < 0.8
+        w[0] = 1
+        ours, theirs = fast(s, y, w), reference(s, y, w)
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(trial))
+
+
 @pytest.mark.parametrize("ties", [False, True])
 def test_venn_abers_matches_the_venn_abers_package(ties):
     peer = pytest.importorskip("venn_abers")

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from calib_jax import _validation as v
@@ -34,7 +35,7 @@ def _minimax(cum_s: Array, cum_w: Array, num_groups: Array, extra: float) -> Arr
     the block mean; a test point inserted in gap ``i`` (after ``i`` distinct groups) with
     label ``extra`` joins groups ``j..k-1``, so this is its fitted value. Computed as a scan over
     chunks of ``j``, each a reversed running minimum over ``k``: ``O(G^2)`` work, ``O(G)``
-    memory per ``j``.
+    memory per ``j``. The plain reference path of :func:`_bridge` (tests compare the two).
     """
     size = cum_s.shape[0]
     idx = jnp.arange(size)
@@ -55,14 +56,162 @@ def _minimax(cum_s: Array, cum_w: Array, num_groups: Array, extra: float) -> Arr
     return jnp.where(idx <= num_groups, best, jnp.nan)
 
 
-def _venn_abers_column(scores: Array, targets: Array, weights: Array) -> VennAbersParams:
-    idx = jnp.arange(scores.shape[-1])
+def _hull_links_unbatched(x: Array, y: Array, count: Array) -> Array:
+    """``prev[i]``: the vertex before point ``i`` on the lower convex hull of points ``0..i``
+    (``-1`` for ``i = 0`` and for ``i >= count``), for points with strictly increasing ``x``.
+
+    Andrew's monotone chain as one ``lax.while_loop`` of at most ``2·count`` O(1) steps (each
+    pushes the next point or pops the top vertex). As in :mod:`calib_jax.calibrators._pav`,
+    the top two vertices live in loop-carried scalars and the stack array is only written
+    below them, so no step reads a slot that it writes (XLA would copy the array each step).
+    Collinear vertices are dropped.
+    """
+    n = x.shape[0]
+    get = lambda a, j: lax.dynamic_index_in_dim(a, jnp.clip(j, 0, n - 1), 0, keepdims=False)
+    put = lambda a, v_, j: lax.dynamic_update_index_in_dim(a, v_, jnp.clip(j, 0, n - 1), 0)
+
+    def slope(a, b):
+        return (get(y, b) - get(y, a)) / (get(x, b) - get(x, a))
+
+    def cond(state):
+        return state[0] < count
+
+    def body(state):
+        i, t, stack, top, below, prev = state
+        pop = (t >= 2) & (slope(below, top) >= slope(top, i))
+        prev = jnp.where(pop, prev, put(prev, jnp.where(t >= 1, top, -1), i))
+        # Spill `below` to slot t - 2 (a rewrite of a free slot when popping).
+        stack = put(stack, below, t - 2)
+        under = get(stack, t - 3)
+        return (
+            jnp.where(pop, i, i + 1),
+            jnp.where(pop, t - 1, t + 1),
+            stack,
+            jnp.where(pop, below, i),
+            jnp.where(pop, under, top),
+            prev,
+        )
+
+    minus = jnp.full(n, -1, jnp.int32)
+    init = (jnp.int32(0), jnp.int32(0), minus, jnp.int32(-1), jnp.int32(-1), minus)
+    return lax.while_loop(cond, body, init)[-1]
+
+
+@jax.custom_batching.custom_vmap
+def _hull_links(x: Array, y: Array, count: Array) -> Array:
+    return _hull_links_unbatched(x, y, count)
+
+
+@_hull_links.def_vmap
+def _hull_links_vmap(axis_size, in_batched, x, y, count):
+    # A batched while loop would turn the in-place stack writes into whole-array scatters.
+    x, y, count = (
+        a if b else jnp.broadcast_to(a, (axis_size, *jnp.shape(a)))
+        for a, b in zip((x, y, count), in_batched, strict=True)
+    )
+    return lax.map(lambda a: _hull_links(*a), (x, y, count)), True
+
+
+def _jumps(links: Array, levels: int) -> Array:
+    """``[levels, n + 1]`` pointer-doubling table: row ``t`` follows ``links`` ``2^t`` times;
+    ``-1`` becomes the sentinel ``n``, which points to itself."""
+    n = links.shape[0]
+    first = jnp.concatenate([jnp.where(links < 0, n, links), jnp.array([n], links.dtype)])
+    rows = [first]
+    for _ in range(levels - 1):
+        rows.append(rows[-1][rows[-1]])
+    return jnp.stack(rows)
+
+
+def _bridge(cum_s: Array, cum_w: Array, num_groups: Array) -> tuple[Array, Array]:
+    """:func:`_minimax` for ``extra = 0`` and ``1`` in ``O(G log² G)`` work and ``O(G)``
+    sequential steps: the same values (the same block means, rounded once).
+
+    With the points ``P_k = (W_k, S_k)`` of the cumulative-sum diagram, the value at gap ``i``
+    is the slope of the lower common tangent ("bridge") between the lower hull of the left
+    points ``P_j - (1, extra)``, ``j <= i``, and the lower hull of the right points ``P_k``,
+    ``k >= i``: ``max_j min_k`` of the slopes (Vovk, Petej & Fedorova 2015 compute the same
+    values from the greatest convex minorants of the diagram). Every prefix hull is the chain
+    of ``prev`` links from its last point and every suffix hull the chain of ``next`` links
+    from its first (two monotone-chain passes, :func:`_hull_links`), so for all gaps at once
+    the bridge is found by nested binary searches over pointer-doubling tables: the tangent
+    from a left vertex to the right chain, inside a search along the left chain for the vertex
+    whose tangent line passes under its neighbour. The slopes are ratios of integers below
+    ``2^24`` (label and sample counts), so each is the correctly rounded true slope.
+    """
+    size = cum_s.shape[0]
+    count = num_groups + 1
+    idx = jnp.arange(size)
+    prev = _hull_links(cum_w, cum_s, count)
+    # Suffix hulls are prefix hulls of the mirrored diagram (x -> -x, order reversed).
+    mirror = jnp.clip(num_groups - idx, 0, size - 1)
+    back = _hull_links(-cum_w[mirror], cum_s[mirror], count)
+    nxt = jnp.where((idx <= num_groups) & (back[mirror] >= 0), num_groups - back[mirror], -1)
+    levels = max(1, int(np.ceil(np.log2(size + 1))))
+    up, down = _jumps(prev, levels), _jumps(nxt, levels)
+    xs = jnp.concatenate([cum_w, cum_w[-1:]])
+    ys = jnp.concatenate([cum_s, cum_s[-1:]])
+    # Both extras at once, as rows: one traced copy of each search keeps compilation short.
+    extra = jnp.array([[0.0], [1.0]], cum_s.dtype)
+    start = jnp.broadcast_to(idx, (2, size))
+
+    def slope(j, k):
+        return (ys[k] - ys[j] + extra) / (xs[k] - xs[j] + 1)
+
+    def search(table, pred):
+        """Per gap, the last vertex of the chain from the gap's own point (following
+        ``table[0]``) at which the monotone ``pred`` (true, then false) holds, and whether it
+        holds at the first one: step 0 tests the start, step ``t`` a jump of
+        ``2^(levels - t)`` vertices."""
+
+        def step(t, carry):
+            cur, holds = carry
+            cand = jnp.where(t == 0, start, table[jnp.maximum(levels - t, 0)][cur])
+            ok = (cand < size) & pred(cand)
+            return jnp.where(holds & ok, cand, cur), jnp.where(t == 0, ok, holds)
+
+        return lax.fori_loop(0, levels + 1, step, (start, jnp.ones((2, size), bool)))
+
+    def tangent(a):
+        # Along the right chain the slope from a falls until the tangent vertex.
+        def pred(b):
+            nb = down[0][b]
+            return (nb < size) & (slope(a, nb) < slope(a, b))
+
+        last, holds = search(down, pred)
+        return jnp.where(holds, down[0][last], start)
+
+    def left_pred(a):
+        # The tangent line from a passes above its left neighbour: the bridge lies further.
+        pa = up[0][a]
+        b = tangent(a)
+        return (pa < size) & (slope(pa, b) > slope(a, b))
+
+    last, holds = search(up, left_pred)
+    a = jnp.where(holds, up[0][last], start)
+    values = jnp.where(idx <= num_groups, slope(a, tangent(a)), jnp.nan)
+    return values[0], values[1]
+
+
+def _cumulative_groups(scores: Array, targets: Array, weights: Array):
     # Exactly tied calibration scores form one group (a tied test score joins it).
     g_sum, g_weight, g_x, num_groups = _tie_groups(scores, targets, weights)
     zero = jnp.zeros(1, g_sum.dtype)
     cum_s = jnp.concatenate([zero, jnp.cumsum(g_sum)])
     cum_w = jnp.concatenate([zero, jnp.cumsum(g_weight)])
-    thresholds = jnp.where(idx < num_groups, g_x, jnp.inf)
+    thresholds = jnp.where(jnp.arange(scores.shape[-1]) < num_groups, g_x, jnp.inf)
+    return cum_s, cum_w, thresholds, num_groups
+
+
+def _venn_abers_column(scores: Array, targets: Array, weights: Array) -> VennAbersParams:
+    cum_s, cum_w, thresholds, num_groups = _cumulative_groups(scores, targets, weights)
+    p0, p1 = _bridge(cum_s, cum_w, num_groups)
+    return VennAbersParams(thresholds, p0, p1)
+
+
+def _venn_abers_column_reference(scores: Array, targets: Array, weights: Array):
+    """:func:`_venn_abers_column` by the ``O(N^2)`` minimax formula (the plain path, for tests)."""
+    cum_s, cum_w, thresholds, num_groups = _cumulative_groups(scores, targets, weights)
     p0 = _minimax(cum_s, cum_w, num_groups, 0.0)
     p1 = _minimax(cum_s, cum_w, num_groups, 1.0)
     return VennAbersParams(thresholds, p0, p1)
@@ -135,8 +284,10 @@ def venn_abers() -> Calibrator:
     only through its position among the distinct calibration scores, so ``fit`` precomputes
     them for every gap (a test score equal to a calibration score joins that score's group, as
     exactly tied scores are pooled), each as the minimax formula of the isotonic fit,
-    ``max_j min_k`` of block means over prefix sums (``O(N^2)`` work, ``O(N)`` memory per
-    step; no Python loop, so ``fit`` is jit- and vmap-able).
+    ``max_j min_k`` of block means over prefix sums, found as the bridge between two convex
+    hulls of the cumulative-sum diagram (Vovk, Petej & Fedorova 2015): one sort, two
+    ``O(N)`` hull passes and ``O(N log² N)`` vectorised binary-search work, ``O(N log N)``
+    memory; no Python loop, so ``fit`` is jit- and vmap-able.
 
     Binary ``probs [N]`` (positive-class probability, labels in ``{0, 1}``); ``[N, K]``
     probabilities are calibrated top-label: the confidence against the correctness of the
