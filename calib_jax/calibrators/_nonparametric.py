@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +155,16 @@ def _make(
         raw = jnp.asarray(x)
         x = v.to_compute_dtype(x)
         num_columns = jax.tree.leaves(params)[0].shape[-2]
+        v.static_check(
+            chex.assert_tree_shape_prefix,
+            params,
+            (num_columns,),
+            message=(
+                f"these {name} parameters are not one fit: every array must start with the "
+                f"{num_columns} fitted columns; apply stacked parameters (a vmapped fit) with "
+                "jax.vmap(apply)."
+            ),
+        )
         first = lambda: jax.tree.map(lambda a: a[0], params)
         if mode == "one_vs_rest" and num_columns == 1:
             if x.ndim != 1:
@@ -235,8 +246,8 @@ def _equal_mass_edges(sorted_scores: Array, n: Array, num_bins: int) -> Array:
 def histogram_binning(
     *,
     num_bins: int = 15,
-    binning: str = "equal_width",
-    mode: str = "one_vs_rest",
+    binning: Literal["equal_width", "equal_mass"] = "equal_width",
+    mode: Literal["one_vs_rest", "top_label"] = "one_vs_rest",
     from_logits: bool = False,
 ) -> Calibrator:
     """Histogram binning: each score is replaced by the mean 0/1 target of its bin.
@@ -370,7 +381,10 @@ def _interpolate(params: IsotonicParams, s: Array, linear: bool) -> Array:
 
 
 def isotonic_regression(
-    *, mode: str = "one_vs_rest", interpolation: str = "linear", from_logits: bool = False
+    *,
+    mode: Literal["one_vs_rest", "top_label"] = "one_vs_rest",
+    interpolation: Literal["linear", "step"] = "linear",
+    from_logits: bool = False,
 ) -> Calibrator:
     """Isotonic regression: the non-decreasing fit of the 0/1 targets on the scores (PAV).
 
@@ -490,7 +504,10 @@ def _bbq_column(scores: Array, targets: Array, weights: Array, prior_strength: f
 
 
 def bbq(
-    *, prior_strength: float = 2.0, mode: str = "one_vs_rest", from_logits: bool = False
+    *,
+    prior_strength: float = 2.0,
+    mode: Literal["one_vs_rest", "top_label"] = "one_vs_rest",
+    from_logits: bool = False,
 ) -> Calibrator:
     """Bayesian Binning into Quantiles (Naeini, Cooper & Hauskrecht 2015), BDeu-scored.
 
