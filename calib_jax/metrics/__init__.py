@@ -58,6 +58,7 @@ from calib_jax.metrics._decomposition import (
     brier_decomposition,
     score_decomposition,
 )
+from calib_jax.metrics._kernel import skce
 from calib_jax.metrics._report import CalibrationReport, calibration_report
 from calib_jax.metrics._scores import accuracy, brier, nll
 from calib_jax.metrics._selective import augrc, aurc, coverage_at_risk, selective_risk
@@ -103,6 +104,7 @@ __all__ = [
     "reliability_diagram",
     "score_decomposition",
     "selective_risk",
+    "skce",
     "smooth_ece",
     "smooth_reliability_diagram",
     "underconfidence_error",
