@@ -17,7 +17,7 @@ def _flat_batch(
 ) -> tuple[Array, Array, Array, Array, int]:
     """``(z [N, K], labels [N], valid [N], count, K)`` with leading dimensions flattened."""
     z, labels, mask, num_classes = _common.prepare(logits, labels, where)
-    z = z.reshape(-1, num_classes)
+    z = _common.poison_neg_inf(z).reshape(-1, num_classes)
     labels = labels.reshape(-1)
     valid = jnp.ones(labels.shape, bool) if mask is None else mask.reshape(-1)
     count = jnp.maximum(jnp.sum(valid), 1).astype(z.dtype)

@@ -172,6 +172,7 @@ def logit_norm_cross_entropy(
     if not isinstance(temperature, jax.core.Tracer) and not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     z, labels, mask, _ = _common.prepare(logits, labels, where)
+    z = _common.poison_neg_inf(z)
     # z/‖z‖ is scale-free, so the rows are first scaled by a power of two near 1/max|z_k| (a
     # constant for the gradient, like a softmax's shift): ‖z‖ of ±3e38 logits would overflow,
     # and dividing by max|z_k| itself flushes to 0 on XLA:CPU (its reciprocal is subnormal).
