@@ -9,6 +9,7 @@ benchmark sizes. Prints ``after / before`` medians as a Markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import pathlib
 import re
@@ -46,7 +47,10 @@ def _cases(cm, n, k, seed=0):
         "ece(probs, int weights)": (jax.jit(lambda p, y, w: cm.ece(p, y, weights=w)), (p, y, w)),
         "classwise_ece(probs)": (jax.jit(cm.classwise_ece), (p, y)),
         "ada_ece(probs)": (jax.jit(cm.ada_ece), (p, y)),
-        "calibration_report(logits)": (jax.jit(cm.calibration_report), (z, y)),
+        "calibration_report(logits)": (
+            jax.jit(functools.partial(cm.calibration_report, from_logits=True)),
+            (z, y),
+        ),
         "state from_batch(logits)": (
             jax.jit(lambda z, y: cm.CalibrationState.from_batch(z, y, from_logits=True)),
             (z, y),

@@ -101,7 +101,10 @@ def check_floating(x: ArrayLike, name: str) -> None:
 
 
 def check_integer(x: ArrayLike, name: str) -> None:
+    """An integer dtype, or bool (binary labels ``False``/``True`` are classes 0 and 1)."""
     x = _data_array(x, name)
+    if _dtype(x) == np.bool_:
+        return
     message = (
         name + " must have an integer dtype (class indices), got {}; "
         "pass integer labels, not one-hot or float labels."
@@ -245,6 +248,18 @@ def probability_rows(
         f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
         f"{tol:g}; found a row that does not (NaN, negative, or unnormalised)."
     )
+    if not isinstance(row_ok, jax.core.Tracer):
+        unmasked_ok = np.asarray(row_ok if where is None else row_ok | ~jnp.asarray(where, bool))
+        if not unmasked_ok.all():
+            # Eager input: name the first bad row, so the user can look at it.
+            i = np.unravel_index(np.argmin(unmasked_ok), unmasked_ok.shape)
+            row = i[0] if len(i) == 1 else i
+            message = (
+                f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 "
+                f"within {tol:g}; row {row} has sum {float(total[i]):.6g}, min "
+                f"{float(low[i]):.6g}, max {float(high[i]):.6g}. If these are logits, pass "
+                "from_logits=True."
+            )
     _check_rows(row_ok, where, message)
     return row_ok, high, total
 
@@ -324,6 +339,8 @@ def take_label(values: Array, labels: Array) -> Array:
     into a plausible wrong number. This gather is exact for valid labels and poisons the rest.
     """
     k = values.shape[-1]
+    if labels.dtype == jnp.bool_:
+        labels = labels.astype(jnp.int32)
     valid = (labels >= 0) & (labels < k)
     picked = _pick(values, jnp.where(valid, labels, jnp.zeros((), labels.dtype)))
     # A factor rather than a select: the derivative is NaN too, so a loss's gradient for a bad
@@ -349,3 +366,37 @@ def _pick_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> tu
     classes = jax.lax.broadcasted_iota(jnp.int32, values.shape, values.ndim - 1)
     onehot = classes == labels[..., None]
     return _pick(values, labels), jnp.sum(jnp.where(onehot, dv, jnp.zeros((), dv.dtype)), axis=-1)
+
+
+def check_static_bool(value: Any, name: str) -> bool:
+    """``value`` as a Python bool; a traced value (``jax.jit`` traces keyword arguments) raises
+    a ``TypeError`` that says how to make it static, instead of JAX's tracer-conversion error."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{name} must be a static Python bool, but it was traced: under jax.jit pass it as "
+            f"a static argument, e.g. jax.jit(fn, static_argnames=({name!r},)), or close over "
+            f"it with functools.partial(fn, {name}=True)."
+        )
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}.")
+    return bool(value)
+
+
+def check_not_probabilities(x: ArrayLike, name: str, hint: str) -> None:
+    """Raise when concrete ``[..., K]`` logits (``K >= 2``) look like probabilities: every row
+    in ``[0, 1]`` and summing to one within :func:`probability_tolerance`.
+
+    Passing probabilities where logits are expected gives confident wrong answers (a softmax of
+    probabilities is nearly uniform), and real logits essentially never form such rows. Traced
+    values are not checked (no host round trip under ``jit``).
+    """
+    if isinstance(x, jax.core.Tracer) or np.ndim(x) < 2 or np.shape(x)[-1] < 2 or not np.size(x):
+        return
+    arr = jnp.asarray(x)
+    z = arr.astype(jnp.promote_types(arr.dtype, jnp.float32))
+    tol = probability_tolerance(arr.dtype, arr.shape[-1])
+    looks = jnp.all((z >= 0) & (z <= 1)) & jnp.all(jnp.abs(jnp.sum(z, axis=-1) - 1) <= tol)
+    if bool(looks):
+        raise ValueError(
+            f"{name} look like probabilities: every row lies in [0, 1] and sums to 1. {hint}"
+        )

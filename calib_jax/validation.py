@@ -30,6 +30,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import jax
 from jax.experimental import checkify
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,6 +60,14 @@ def checked(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs))):
+            # err.throw() needs concrete values; inside a trace JAX's own message is cryptic.
+            raise TypeError(
+                "checked(fn) was called inside a jax transformation (jit/vmap/grad): wrap the "
+                "transformed function instead, e.g. checked(jax.jit(fn)), not "
+                "jax.jit(checked(fn)); to handle the error inside a trace, use "
+                "jax.experimental.checkify.checkify(fn, errors=checkify.user_checks)."
+            )
         err, out = checked_fn(*args, **kwargs)
         err.throw()
         return out

@@ -212,7 +212,9 @@ def test_streamed_eval_matches_exact_metrics(digits):
     step = train.make_eval_step(graphdef, mesh, num_bins=15)
     ev = train.evaluate(step, state, digits.test, digits.info, mesh, batch_size=64, num_bins=15)
     assert ev.logits.shape == (len(digits.test), 10) and ev.labels.shape == (len(digits.test),)
-    exact = calib_jax.metrics.calibration_report(ev.logits, ev.labels, num_bins=15)
+    exact = calib_jax.metrics.calibration_report(
+        ev.logits, ev.labels, from_logits=True, num_bins=15
+    )
     for field in ("ece", "mce", "classwise_ece", "nll", "accuracy"):
         np.testing.assert_allclose(
             getattr(ev.report, field), getattr(exact, field), rtol=1e-5, atol=1e-6

@@ -47,7 +47,7 @@ def test_calibrate_runs_the_wider_calibrators_on_logits_and_probabilities():
         np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5, err_msg=name)
         # The row's metrics are those of the returned test probabilities.
         logp = np.log(np.maximum(probs, np.finfo(np.float32).tiny))
-        expected = calib_jax.metrics.calibration_report(logp, labels, num_bins=15)
+        expected = calib_jax.metrics.calibration_report(logp, labels, from_logits=True, num_bins=15)
         np.testing.assert_allclose(report.ece, expected.ece, atol=1e-5, err_msg=name)
         np.testing.assert_allclose(report.accuracy, expected.accuracy, err_msg=name)
     before = rows[0][2].ece

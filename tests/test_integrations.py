@@ -90,7 +90,7 @@ def test_nnx_metric_in_a_real_train_and_eval_loop():
         logits.append(np.asarray(eval_step(model, metrics, xb, yb, mask))[mask])
     logits = np.concatenate(logits)
     report = metrics.compute()["calibration"]
-    exact = cj.metrics.calibration_report(logits, y_test, num_bins=BINS)
+    exact = cj.metrics.calibration_report(logits, y_test, from_logits=True, num_bins=BINS)
     for field in ("ece", "mce", "classwise_ece", "nll", "accuracy", "brier"):
         np.testing.assert_allclose(getattr(report, field), getattr(exact, field), rtol=1e-5)
     np.testing.assert_allclose(report.ece, _ece_reference(logits, y_test), atol=1e-6)
@@ -138,7 +138,9 @@ def test_clu_metric_in_a_collection_with_merge_and_device_reduce():
     keep = np.ones(300, bool)
     keep[-7:] = False
     report = merged.compute()["calibration"]
-    exact = cj.metrics.calibration_report(logits[keep], labels[keep], num_bins=BINS)
+    exact = cj.metrics.calibration_report(
+        logits[keep], labels[keep], from_logits=True, num_bins=BINS
+    )
     for field in ("ece", "mce", "classwise_ece", "nll", "accuracy"):
         np.testing.assert_allclose(getattr(report, field), getattr(exact, field), rtol=1e-5)
     np.testing.assert_allclose(report.ece, _ece_reference(logits[keep], labels[keep]), atol=1e-6)

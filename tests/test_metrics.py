@@ -148,7 +148,9 @@ def test_metrics_match_float64_reference(n, k, m, quantize):
     )
     np.testing.assert_allclose(cm.brier(pj, yj), ref_brier(p, y), atol=1e-5, rtol=1e-6)
     np.testing.assert_allclose(cm.accuracy(pj, yj), np.mean(p.argmax(1) == y), **tol)
-    np.testing.assert_allclose(cm.nll(jnp.asarray(z), yj), ref_nll(z, y), rtol=1e-5)
+    np.testing.assert_allclose(
+        cm.nll(jnp.asarray(z), yj, from_logits=True), ref_nll(z, y), rtol=1e-5
+    )
     d = cm.reliability_diagram(pj, yj, num_bins=m)
     c, a = ref_top_label(p, y)
     stats = ref_bins_stats(c, a, m)
@@ -163,7 +165,7 @@ def test_metrics_match_float64_reference(n, k, m, quantize):
 def test_report_matches_individual_metrics():
     z, p, y = make_data(1000, 10, seed=3)
     zj, yj = jnp.asarray(z), jnp.asarray(y)
-    r = cm.calibration_report(zj, yj, num_bins=15)
+    r = cm.calibration_report(zj, yj, from_logits=True, num_bins=15)
     pj = jax.nn.softmax(zj)
     tol = dict(atol=2e-6, rtol=0)
     np.testing.assert_allclose(r.ece, ref_ece(p, y, 15), **tol)
@@ -219,7 +221,9 @@ def test_ties_use_first_maximum():
     p = jnp.float32([[0.4, 0.4, 0.2], [0.3, 0.35, 0.35], [0.5, 0.5, 0.0]])
     np.testing.assert_allclose(cm.accuracy(p, jnp.array([0, 1, 0])), 1.0)
     np.testing.assert_allclose(cm.accuracy(p, jnp.array([1, 2, 1])), 0.0)
-    r = cm.calibration_report(jnp.log(p + 1e-30), jnp.array([0, 1, 0]), num_bins=5)
+    r = cm.calibration_report(
+        jnp.log(p + 1e-30), jnp.array([0, 1, 0]), from_logits=True, num_bins=5
+    )
     np.testing.assert_allclose(r.accuracy, 1.0)
 
 
@@ -310,7 +314,7 @@ def test_wide_rows_with_ties_give_numpy_argmax_results_in_every_metric(k):
     np.testing.assert_allclose(cm.ece(p, yj), reference, **tol)
     np.testing.assert_allclose(cm.ece(zj, yj, from_logits=True), reference, **tol)
     np.testing.assert_allclose(cm.ada_ece(p, yj), ref_ada(p64, y, 15), **tol)
-    r = cm.calibration_report(zj, yj)
+    r = cm.calibration_report(zj, yj, from_logits=True)
     np.testing.assert_allclose(r.accuracy, np.mean(expected), **tol)
     np.testing.assert_allclose(r.ece, reference, **tol)
     np.testing.assert_allclose(
@@ -334,7 +338,7 @@ def test_binary_input_is_positive_class_calibration():
     )
     z = jnp.log(pj) - jnp.log1p(-pj)
     np.testing.assert_allclose(
-        cm.nll(z, yj), -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)), rtol=1e-4
+        cm.nll(z, yj, from_logits=True), -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)), rtol=1e-4
     )
 
 
@@ -410,9 +414,11 @@ METRICS = {
     "ada_ece_mukhoti": lambda p, y, **kw: cm.ada_ece(p, y, variant="mukhoti2020", **kw),
     "brier": cm.brier,
     "accuracy": cm.accuracy,
-    "nll": lambda p, y, **kw: cm.nll(jnp.log(p), y, **kw),
+    "nll": lambda p, y, **kw: cm.nll(jnp.log(p), y, from_logits=True, **kw),
     "diagram": lambda p, y, **kw: cm.reliability_diagram(p, y, **kw).accuracy,
-    "report": lambda p, y, **kw: jnp.stack(cm.calibration_report(jnp.log(p), y, **kw)),
+    "report": lambda p, y, **kw: jnp.stack(
+        cm.calibration_report(jnp.log(p), y, from_logits=True, **kw)
+    ),
 }
 
 
@@ -524,8 +530,8 @@ def test_bad_values_under_jit_raise_when_checked_and_never_give_a_number():
         with pytest.raises(Exception, match="labels must lie"):
             cj.validation.checked(jax.jit(fn))(p, bad)
         assert np.isnan(jax.jit(fn)(p.at[1, 0].set(jnp.nan), jnp.array([0, 1]))), _name(fn)
-    assert np.isnan(jax.jit(cm.nll)(jnp.log(p), bad))
-    report = jax.jit(cm.calibration_report)(jnp.log(p), bad)
+    assert np.isnan(jax.jit(functools.partial(cm.nll, from_logits=True))(jnp.log(p), bad))
+    report = jax.jit(functools.partial(cm.calibration_report, from_logits=True))(jnp.log(p), bad)
     assert np.all(np.isnan(np.asarray(report))), report
     assert np.isnan(jax.jit(cm.ece)(p.at[0, 0].set(jnp.nan), jnp.array([0, 1])))
     with pytest.raises(Exception, match="probabilities"):
@@ -533,7 +539,7 @@ def test_bad_values_under_jit_raise_when_checked_and_never_give_a_number():
     with pytest.raises(ValueError, match="masked out"):
         cm.ece(p, jnp.array([0, 1]), where=jnp.array([False, False]))
     with pytest.raises(ValueError, match="finite"):
-        cm.calibration_report(jnp.float32([[0.0, jnp.nan]]), jnp.array([0]))
+        cm.calibration_report(jnp.float32([[0.0, jnp.nan]]), jnp.array([0]), from_logits=True)
 
 
 def _invalid_probs():
@@ -617,7 +623,7 @@ def test_accuracy_and_report_are_nan_on_any_invalid_unmasked_input():
         acc(p.at[3].set(jnp.nan), y, where=keep), cm.accuracy(p[keep], y[keep])
     )
     assert np.isfinite(acc(p, y.at[3].set(9), weights=jnp.ones((50,)).at[3].set(0)))
-    report = jax.jit(cm.calibration_report)
+    report = jax.jit(functools.partial(cm.calibration_report, from_logits=True))
     for bad_z, bad_y in ((z, y.at[0].set(9)), (z.at[5, 1].set(jnp.nan), y), (z[:, 0], y)):
         r = report(bad_z, bad_y)
         assert np.all(np.isnan(np.asarray(r))), r

@@ -197,12 +197,15 @@ def test_every_metric_matches_its_float64_reference(seed, shape, dtype, weight_k
     z64 = np.asarray(z, np.float64)
     zw = {"where": where, "weights": weights}
     np.testing.assert_allclose(
-        cm.nll(z, y, **zw), ref_scores(p64, y64, z64, w)["nll"], rtol=2e-5, atol=2e-6
+        cm.nll(z, y, from_logits=True, **zw),
+        ref_scores(p64, y64, z64, w)["nll"],
+        rtol=2e-5,
+        atol=2e-6,
     )
     if weights is None and style == "random":
         # Confidences as computed in float32 (random data: none within rounding of an edge).
         q64 = np.asarray(jax.nn.sigmoid(z) if len(shape) == 1 else jax.nn.softmax(z), np.float64)
-        report = cm.calibration_report(z, y, num_bins=M, where=where)
+        report = cm.calibration_report(z, y, from_logits=True, num_bins=M, where=where)
         ref = ref_binned(q64, y64, w)
         for field in ("ece", "mce", "debiased_l2_ece"):
             np.testing.assert_allclose(getattr(report, field), ref[field], atol=2e-6, err_msg=field)
@@ -238,7 +241,7 @@ def test_streamed_state_equals_the_one_shot_metrics(seed, shape, dtype, masked, 
         )
     streamed = state.compute()
     if from_logits:
-        one_shot = cm.calibration_report(x, y, num_bins=M, where=where)
+        one_shot = cm.calibration_report(x, y, from_logits=True, num_bins=M, where=where)
         fields = [f for f in one_shot._fields if f != "ada_ece"]
         for f in fields:
             np.testing.assert_allclose(
@@ -267,7 +270,7 @@ def test_streamed_state_equals_the_one_shot_metrics(seed, shape, dtype, masked, 
 
 
 def _on_logits(fn):
-    return lambda p, y, **kw: fn(jnp.log(p), y, **kw)
+    return lambda p, y, **kw: fn(jnp.log(p), y, from_logits=True, **kw)
 
 
 def _state(p, y, where=None):

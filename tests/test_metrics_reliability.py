@@ -39,7 +39,7 @@ WEIGHTED = {
     "classwise_ece": cm.classwise_ece,
     "brier": cm.brier,
     "accuracy": cm.accuracy,
-    "nll": lambda p, y, **kw: cm.nll(jnp.log(p), y, **kw),
+    "nll": lambda p, y, **kw: cm.nll(jnp.log(p), y, from_logits=True, **kw),
     "reliability_diagram": _diagram,
 }
 
@@ -105,7 +105,7 @@ def test_one_shot_and_streamed_metrics_are_accurate_at_two_to_the_24_samples():
         "error": 1 - acc.sum() / 2,
     }
     zs = np.repeat(z, half)
-    report = jax.jit(cm.calibration_report)(zs, y)
+    report = jax.jit(functools.partial(cm.calibration_report, from_logits=True))(zs, y)
     state = cm.CalibrationState.empty(2)
     for i in range(0, n, n // 4):
         state = state.update(zs[i : i + n // 4], y[i : i + n // 4], from_logits=True)
@@ -223,7 +223,7 @@ def test_zero_weight_samples_are_exempt_eagerly_under_jit_and_when_checked(name)
 def _everything(p, y):
     z = jnp.log(p)
     out = {name: fn(p, y) for name, fn in WEIGHTED.items()}
-    out["report"] = cm.calibration_report(z, y, num_bins=M)
+    out["report"] = cm.calibration_report(z, y, from_logits=True, num_bins=M)
     k = 2 if p.ndim == 1 else p.shape[1]
     state = cm.CalibrationState.empty(k, num_bins=M).update(p, y)
     out["state"] = state.compute()

@@ -1,5 +1,7 @@
 """Sharded = unsharded: per-device states psum-merged over 8 virtual CPU devices."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +55,7 @@ def test_jit_of_metrics_on_sharded_input_equals_unsharded():
     ys = jax.device_put(y, NamedSharding(mesh, P("data")))
     for fn in (cm.ece, cm.mce, cm.classwise_ece, cm.ada_ece):
         np.testing.assert_allclose(jax.jit(fn)(ps, ys), fn(p, y), atol=1e-6)
-    r = jax.jit(cm.calibration_report)(jnp.log(ps), ys)
+    r = jax.jit(functools.partial(cm.calibration_report, from_logits=True))(jnp.log(ps), ys)
     np.testing.assert_allclose(r.ece, cm.ece(p, y), atol=1e-6)
 
 
@@ -72,5 +74,5 @@ def test_sharded_large_n_ada_ece_and_report_equal_unsharded():
     np.testing.assert_allclose(
         float(jax.jit(cm.ada_ece)(jax.nn.softmax(zs), ys)), expected, atol=1e-6
     )
-    r = jax.jit(cm.calibration_report)(zs, ys)
+    r = jax.jit(functools.partial(cm.calibration_report, from_logits=True))(zs, ys)
     np.testing.assert_allclose(float(r.ada_ece), expected, atol=1e-6)

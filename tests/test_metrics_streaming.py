@@ -37,7 +37,7 @@ def test_one_thousand_streamed_batches_equal_one_shot():
     np.testing.assert_allclose(got.mce, cm.mce(p, y), **tol)
     np.testing.assert_allclose(got.classwise_ece, cm.classwise_ece(p, y), **tol)
     np.testing.assert_allclose(got.brier, cm.brier(p, y), rtol=1e-6)
-    np.testing.assert_allclose(got.nll, cm.nll(z, y), rtol=1e-5)
+    np.testing.assert_allclose(got.nll, cm.nll(z, y, from_logits=True), rtol=1e-5)
     assert float(got.accuracy) == float(cm.accuracy(p, y))
     one = cm.reliability_diagram(p, y)
     streamed = state.reliability_diagram()
@@ -70,7 +70,7 @@ def test_merge_is_associative_with_empty_identity_and_handles_masks():
     np.testing.assert_array_equal(a.merge(cm.CalibrationState.empty(4)).count, a.count)
     mask = np.arange(300) % 4 != 0
     masked = cm.CalibrationState.from_batch(p, y, where=jnp.asarray(mask)).compute()
-    ref = cm.calibration_report(z[mask], y[mask])
+    ref = cm.calibration_report(z[mask], y[mask], from_logits=True)
     for name in ("ece", "mce", "classwise_ece", "brier", "accuracy", "l2_ece", "debiased_l2_ece"):
         np.testing.assert_allclose(getattr(masked, name), getattr(ref, name), atol=1e-6)
     with pytest.raises(ValueError, match="different"):

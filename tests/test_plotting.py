@@ -129,7 +129,7 @@ def test_state_is_accepted_and_report_names_the_right_constructor():
     assert [b.get_height() for b in from_state.patches] == pytest.approx(
         [b.get_height() for b in direct.patches], rel=1e-6
     )
-    report = calib_jax.metrics.calibration_report(np.log(probs), labels, num_bins=10)
+    report = calib_jax.metrics.calibration_report(probs, labels, num_bins=10)
     with pytest.raises(TypeError, match=r"CalibrationReport.*reliability_diagram\("):
         plotting.plot_reliability_diagram(report)
     with pytest.raises(TypeError, match="got an array"):

@@ -37,7 +37,7 @@ from calib_jax.calibrators._nonparametric import (
     histogram_binning,
     isotonic_regression,
 )
-from calib_jax.calibrators._report import calibrate_and_report
+from calib_jax.calibrators._report import CalibrationResult, calibrate_and_report
 from calib_jax.calibrators._scaling import (
     MatrixScalingParams,
     PlattParams,
@@ -53,6 +53,7 @@ from calib_jax.calibrators._venn_abers import VennAbersParams, venn_abers, venn_
 __all__ = [
     "BBQParams",
     "BetaParams",
+    "CalibrationResult",
     "Calibrator",
     "DirichletParams",
     "EnsembleTemperatureParams",

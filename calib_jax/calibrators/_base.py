@@ -64,6 +64,8 @@ def check_fit_inputs(
     v.static_check(chex.assert_axis_dimension_gteq, labels, 0, 2, message=message)
     x = v.to_compute_dtype(x)
     labels = jnp.asarray(labels)
+    if labels.dtype == jnp.bool_:
+        labels = labels.astype(jnp.int32)
     if where is None:
         weights = jnp.ones(labels.shape, x.dtype)
     else:
@@ -71,6 +73,10 @@ def check_fit_inputs(
         v.check_shape(where, labels.shape, "where", message)
         weights = jnp.asarray(where, bool).astype(x.dtype)
     v.check_finite(x, name, where)
+    if name == "logits":
+        v.check_not_probabilities(
+            x, name, "This calibrator is fitted on logits: pass the logits (or log-probabilities)."
+        )
     v.check_labels_in_range(labels, k, where)
     check_two_classes(labels, weights)
     return x, labels, weights, k

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -111,7 +111,7 @@ def _beta_columns(
 
 def beta_calibration(
     *,
-    mode: str = "one_vs_rest",
+    mode: Literal["one_vs_rest", "top_label"] = "one_vs_rest",
     from_logits: bool = False,
     max_iter: int = 100,
     tol: float = 1e-7,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ def _penalty(params: tuple[Array, Array], lam: Array, regularizer: str) -> Array
 
 def dirichlet_calibration(
     *,
-    regularizer: str = "odir",
+    regularizer: Literal["odir", "l2"] = "odir",
     lambdas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
     num_folds: int = 5,
     max_iter: int = 500,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
@@ -19,6 +20,20 @@ def _as_logits(calibrator: Calibrator, x: Array) -> Array:
     return x if calibrator.inputs == "logits" else _log_probs(x)
 
 
+class CalibrationResult(NamedTuple):
+    """What :func:`calibrate_and_report` returns (unpacks as ``before, after, params``).
+
+    Attributes:
+      before: ``CalibrationReport`` of the uncalibrated test inputs.
+      after: ``CalibrationReport`` of the calibrated test inputs.
+      params: the fitted calibrator parameters (a pytree).
+    """
+
+    before: Any
+    after: Any
+    params: Any
+
+
 def calibrate_and_report(
     calibrator: Calibrator,
     val_x: ArrayLike,
@@ -27,7 +42,7 @@ def calibrate_and_report(
     test_labels: ArrayLike,
     *,
     num_bins: int = 15,
-) -> tuple[Any, Any, Any]:
+) -> CalibrationResult:
     """Fit ``calibrator`` on the validation split; report the test metrics before and after.
 
     Both reports are :func:`calib_jax.metrics.calibration_report` on the test split (ECE, MCE,
@@ -47,8 +62,8 @@ def calibrate_and_report(
       num_bins: bins of the binned metrics (static).
 
     Returns:
-      ``(before, after, params)``: two ``CalibrationReport`` NamedTuples of scalars and the
-      fitted parameters.
+      :class:`CalibrationResult` ``(before, after, params)``: two ``CalibrationReport``
+      NamedTuples of scalars and the fitted parameters.
 
     Examples:
       >>> import jax, calib_jax as cj
@@ -82,6 +97,7 @@ def calibrate_and_report(
         else:
             before_logits = jnp.stack([1 - test_x, test_x], axis=-1)
     before_logits = _as_logits(calibrator, before_logits)
-    before = metrics.calibration_report(before_logits, test_labels, num_bins=num_bins)
-    after = metrics.calibration_report(after_logits, test_labels, num_bins=num_bins)
-    return before, after, params
+    report = functools.partial(
+        metrics.calibration_report, labels=test_labels, from_logits=True, num_bins=num_bins
+    )
+    return CalibrationResult(report(before_logits), report(after_logits), params)

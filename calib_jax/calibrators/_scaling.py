@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -181,7 +181,7 @@ def _ece_grid_temperature(logits: Array, labels: Array, weights: Array, num_bins
 
 def temperature_scaling(
     *,
-    method: str = "nll",
+    method: Literal["nll", "ece_grid"] = "nll",
     num_bins: int = 15,
     tol: float = 1e-5,
     max_iter: int = 50,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +23,8 @@ def scalar_objective(
     *,
     mmce_weight: float = 0.0,
     kernel_width: float = 0.4,
-    mmce_variant: str = "kumar2018",
-    reduction: str = "mean",
+    mmce_variant: Literal["kumar2018", "mukhoti2020"] = "kumar2018",
+    reduction: Literal["mean", "sum"] = "mean",
 ) -> Callable[..., Array]:
     r"""Wrap a per-example loss into ``objective(logits, labels, where=None) -> scalar``.
 

@@ -223,14 +223,14 @@ def interpolated_ece(conf: Array, correct: Array, mask: Array | None, num_bins: 
 
 
 def ada_ece(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    num_bins: int = 15,
-    variant: Literal["equal_mass", "mukhoti2020"] = "equal_mass",
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
-    from_logits: bool = False,
+    num_bins: int = 15,
+    variant: Literal["equal_mass", "mukhoti2020"] = "equal_mass",
 ) -> Array:
     """Adaptive ECE (AdaECE): ECE over equal-mass bins of the sorted confidences.
 
@@ -259,13 +259,13 @@ def ada_ece(
     ``N``, the same value without sorting).
 
     Args:
-      probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
       labels: ``[N]`` integer labels.
       num_bins: number of bins ``M`` (static int ``>= 1``).
       variant: ``"equal_mass"`` or ``"mukhoti2020"`` (static).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights (``equal_mass`` only).
-      from_logits: ``probs`` holds logits (confidence ``max softmax``, first-max prediction).
+      from_logits: ``predictions`` holds logits (confidence ``max softmax``, first-max prediction).
 
     Returns:
       Scalar float32 AdaECE.
@@ -288,7 +288,9 @@ def ada_ece(
         raise ValueError(f"variant must be 'equal_mass' or 'mukhoti2020', got {variant!r}.")
     if variant == "mukhoti2020" and weights is not None:
         raise ValueError("variant='mukhoti2020' does not take weights; use where= to mask.")
-    conf, correct, w = _inputs.top_label(probs, labels, where, weights, from_logits=from_logits)
+    conf, correct, w = _inputs.top_label(
+        predictions, labels, where, weights, from_logits=from_logits
+    )
     if variant == "mukhoti2020":
         return interpolated_ece(conf, correct, w, num_bins)
     return equal_mass_ece(conf, correct, w, num_bins)

@@ -108,13 +108,13 @@ def _sums(probs, labels, num_bins, where, weights, from_logits=False) -> _binnin
 
 @_doc
 def ece(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    num_bins: int = 15,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
-    from_logits: bool = False,
+    num_bins: int = 15,
 ) -> Array:
     """Expected calibration error with equal-width bins (Guo et al. 2017).
 
@@ -124,14 +124,14 @@ def ece(
 
     {conventions}
     Args:
-      probs: ``[N, K]`` class probabilities (rows in ``[0, 1]`` summing to 1 within
+      predictions: ``[N, K]`` class probabilities (rows in ``[0, 1]`` summing to 1 within
         :func:`calib_jax._validation.probability_tolerance`), or ``[N]`` binary
         positive-class probabilities.
       labels: ``[N]`` integer labels in ``[0, K)`` (``{0, 1}`` for binary input).
       num_bins: number of equal-width bins ``M`` (static int ``>= 1``).
       where: optional bool ``[N]`` mask; masked samples are ignored.
       weights: optional non-negative ``[N]`` sample weights (e.g. bootstrap resampling counts).
-      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+      from_logits: ``predictions`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
         ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
         the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
@@ -151,18 +151,18 @@ def ece(
       Naeini, Cooper, Hauskrecht, "Obtaining Well Calibrated Probabilities Using Bayesian
       Binning", AAAI 2015.
     """
-    return ece_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))
+    return ece_from_sums(_sums(predictions, labels, num_bins, where, weights, from_logits))
 
 
 @_doc
 def mce(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    num_bins: int = 15,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
-    from_logits: bool = False,
+    num_bins: int = 15,
 ) -> Array:
     """Maximum calibration error: the largest ``|acc_m - conf_m|`` over non-empty bins.
 
@@ -170,12 +170,12 @@ def mce(
 
     {conventions}
     Args:
-      probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
       labels: ``[N]`` integer labels.
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
-      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+      from_logits: ``predictions`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
         ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
         the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
@@ -193,19 +193,19 @@ def mce(
     References:
       Naeini, Cooper, Hauskrecht, AAAI 2015; Guo et al., ICML 2017.
     """
-    return mce_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))
+    return mce_from_sums(_sums(predictions, labels, num_bins, where, weights, from_logits))
 
 
 @_doc
 def lp_ece(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    p: float = 2.0,
-    num_bins: int = 15,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
-    from_logits: bool = False,
+    num_bins: int = 15,
+    p: float = 2.0,
 ) -> Array:
     """L_p calibration error with equal-width bins (``p = 1`` is ECE, ``p = inf`` is MCE).
 
@@ -215,13 +215,13 @@ def lp_ece(
 
     {conventions}
     Args:
-      probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
       labels: ``[N]`` integer labels.
       p: the norm, a static float ``>= 1`` or ``inf``.
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
-      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+      from_logits: ``predictions`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
         ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
         the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
@@ -241,18 +241,20 @@ def lp_ece(
     """
     if isinstance(p, jax.core.Tracer) or not p >= 1:
         raise ValueError(f"p must be a static number >= 1 (or inf), got {p}.")
-    return lp_ece_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits), float(p))
+    return lp_ece_from_sums(
+        _sums(predictions, labels, num_bins, where, weights, from_logits), float(p)
+    )
 
 
 @_doc
 def debiased_l2_ece(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    num_bins: int = 15,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
-    from_logits: bool = False,
+    num_bins: int = 15,
 ) -> Array:
     """Debiased estimate of the *squared* L2 calibration error (Kumar, Liang & Ma 2019).
 
@@ -267,12 +269,12 @@ def debiased_l2_ece(
 
     {conventions}
     Args:
-      probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
       labels: ``[N]`` integer labels.
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
-      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+      from_logits: ``predictions`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
         ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
         the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
@@ -290,17 +292,18 @@ def debiased_l2_ece(
     References:
       Kumar, Liang, Ma, "Verified Uncertainty Calibration", NeurIPS 2019 (Section 5).
     """
-    return debiased_l2_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))
+    return debiased_l2_from_sums(_sums(predictions, labels, num_bins, where, weights, from_logits))
 
 
 @_doc
 def classwise_ece(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    num_bins: int = 15,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
+    num_bins: int = 15,
 ) -> Array:
     """Classwise ECE: the equal-width ECE of every class's probability, averaged over classes.
 
@@ -318,11 +321,13 @@ def classwise_ece(
     Bins: ``((m-1)/M, m/M]`` decided exactly, ``0`` in the first bin; empty bins weigh 0.
 
     Args:
-      probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
       labels: ``[N]`` integer labels in ``[0, K)``.
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
+      from_logits: ``predictions`` are logits ``[N, K]`` (``softmax``) or binary ``[N]``
+        logits (``sigmoid``) rather than probabilities.
 
     Returns:
       Scalar float32.
@@ -341,10 +346,7 @@ def classwise_ece(
       Calibration in Deep Learning", CVPR Workshops 2019.
     """
     num_bins = v.check_num_bins(num_bins)
-    c = _inputs.validate(probs, labels, where, weights)
-    x = v.to_compute_dtype(probs)
-    # An invalid row gets an out-of-range label, which classwise_gap_sums turns into NaN.
-    labels = _inputs.poison_labels(c.labels, v.check_probabilities(probs, "probs", c.keep))
+    x, labels, c = _inputs.class_probabilities(predictions, labels, where, weights, from_logits)
     w = c.weights
     gaps = _binning.classwise_gap_sums(x, labels, num_bins, w)
     total = jnp.asarray(x.shape[0], x.dtype) if w is None else _sum_weights(w).astype(x.dtype)
@@ -399,13 +401,13 @@ def diagram_from_sums(sums: _binning.BinSums) -> ReliabilityDiagram:
 
 @_doc
 def reliability_diagram(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    num_bins: int = 15,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
-    from_logits: bool = False,
+    num_bins: int = 15,
 ) -> ReliabilityDiagram:
     """Per-bin count, accuracy and confidence: the data of a reliability diagram.
 
@@ -420,12 +422,12 @@ def reliability_diagram(
 
     {conventions}
     Args:
-      probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
       labels: ``[N]`` integer labels.
       num_bins: number of equal-width bins (static int ``>= 1``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
-      from_logits: ``probs`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
+      from_logits: ``predictions`` holds logits ``[N, K]`` (or binary ``[N]``); the confidence is
         ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the prediction the first maximum of
         the logits, without forming the ``[N, K]`` probabilities (the fast path).
 
@@ -445,4 +447,4 @@ def reliability_diagram(
       DeGroot & Fienberg, "The Comparison and Evaluation of Forecasters", 1983;
       Niculescu-Mizil & Caruana, ICML 2005; Guo et al., ICML 2017.
     """
-    return diagram_from_sums(_sums(probs, labels, num_bins, where, weights, from_logits))
+    return diagram_from_sums(_sums(predictions, labels, num_bins, where, weights, from_logits))

@@ -15,7 +15,10 @@ ArrayLike = jax.typing.ArrayLike
 
 
 def resample_weights(
-    key: Array, num_samples: int, num_resamples: int, method: str = "poisson"
+    key: Array,
+    num_samples: int,
+    num_resamples: int,
+    method: Literal["poisson", "multinomial"] = "poisson",
 ) -> Array:
     """``[B, N]`` int32 resampling counts: Poisson(1) or multinomial (exactly ``N`` draws)."""
     if method == "poisson":
@@ -28,7 +31,7 @@ def resample_weights(
 
 def bootstrap(
     metric: Callable[..., Array],
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
     key: Array,
@@ -36,7 +39,7 @@ def bootstrap(
     method: Literal["poisson", "multinomial"] = "poisson",
     **metric_kwargs: Any,
 ) -> Array:
-    """Bootstrap replicates of ``metric(probs, labels, weights=w, **metric_kwargs)``.
+    """Bootstrap replicates of ``metric(predictions, labels, weights=w, **metric_kwargs)``.
 
     Each replicate reweights the ``N`` samples by resampling counts ``w``: ``Poisson(1)`` per
     sample (the Poisson bootstrap; independent across samples, so it also works per shard) or
@@ -48,12 +51,13 @@ def bootstrap(
 
     Args:
       metric: e.g. :func:`ece`, :func:`classwise_ece`, :func:`ada_ece`, :func:`brier`.
-      probs: ``[N, K]`` (or ``[N]`` binary) input of ``metric``.
+      predictions: ``[N, K]`` (or ``[N]`` binary) input of ``metric``.
       labels: ``[N]`` integer labels.
       key: a ``jax.random`` key.
       num_resamples: ``B``, the number of replicates (static).
       method: ``"poisson"`` (default) or ``"multinomial"``.
-      **metric_kwargs: static keyword arguments of ``metric`` (``num_bins=...``).
+      **metric_kwargs: static keyword arguments of ``metric`` (``num_bins=...``,
+        ``from_logits=True``).
 
     Invalid data (a label out of range, an invalid probability row, NaN input) raises
     ``ValueError`` on eager input, as the metric does: the metric is first evaluated once,
@@ -78,22 +82,22 @@ def bootstrap(
       Efron & Tibshirani, "An Introduction to the Bootstrap", 1993; Hanley & MacGibbon,
       "Creating non-parametric bootstrap samples using Poisson frequencies", 2006.
     """
-    probs = jnp.asarray(probs)
+    predictions = jnp.asarray(predictions)
     labels = jnp.asarray(labels)
     if isinstance(num_resamples, bool) or not isinstance(num_resamples, int | np.integer):
         raise TypeError("num_resamples must be a static Python int.")
     if num_resamples < 1:
         raise ValueError(f"num_resamples must be >= 1, got {num_resamples}.")
-    if not any(isinstance(x, jax.core.Tracer) for x in (probs, labels)):
+    if not any(isinstance(x, jax.core.Tracer) for x in (predictions, labels)):
         # The replicates run under jit, where value checks do not raise: check the data once.
-        metric(probs, labels, **metric_kwargs)
-    weights = resample_weights(key, probs.shape[0], int(num_resamples), method)
-    return _replicates(metric, tuple(sorted(metric_kwargs.items())), probs, labels, weights)
+        metric(predictions, labels, **metric_kwargs)
+    weights = resample_weights(key, predictions.shape[0], int(num_resamples), method)
+    return _replicates(metric, tuple(sorted(metric_kwargs.items())), predictions, labels, weights)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _replicates(metric, kwargs, probs, labels, weights):
-    one = lambda w: metric(probs, labels, weights=w, **dict(kwargs))
+def _replicates(metric, kwargs, predictions, labels, weights):
+    one = lambda w: metric(predictions, labels, weights=w, **dict(kwargs))
     reps = jax.vmap(one)(weights)
     # A replicate that gives an invalid sample weight 0 ignores it and is a number; make every
     # replicate NaN as soon as one is, so invalid data never yields a plausible interval.

@@ -71,6 +71,8 @@ def validate(probs, labels, where, weights, name: str = "probs") -> Inputs:
         f"labels must have shape ({n},) to match {name}, got {np.shape(labels)}.",
     )
     v.check_nonempty(probs, name)
+    if name == "logits":
+        v.check_not_probabilities(probs, "logits", _PROBS_AS_LOGITS)
     for arr, arr_name in ((where, "where"), (weights, "weights")):
         if arr is not None:
             v.check_shape(arr, (n,), arr_name)
@@ -84,6 +86,11 @@ def validate(probs, labels, where, weights, name: str = "probs") -> Inputs:
     if weight_ok is not None:
         index = jnp.where(weight_ok, index, -1)
     return Inputs(n, k, index, w, keep)
+
+
+_PROBS_AS_LOGITS = (
+    "Pass probabilities with from_logits=False (the default), or pass the logits themselves."
+)
 
 
 def check_common(probs, labels, where, weights, name: str = "probs") -> tuple[int, int | None]:
@@ -183,6 +190,7 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
     NaN, never a plausible number, also under ``jit`` where value checks are not raised.
     Logits need no row check: NaN or inf logits already give a NaN confidence.
     """
+    from_logits = v.check_static_bool(from_logits, "from_logits")
     c = validate(probs, labels, where, weights, "logits" if from_logits else "probs")
     x = v.to_compute_dtype(probs)
     labels = c.labels
@@ -216,17 +224,19 @@ def two_columns(probs: Array) -> Array:
     return jnp.stack([1 - p, p], axis=-1)
 
 
-def top_label_correct(scores, labels, where=None, weights=None):
-    """``(poison [N], correct [N] bool, weights)`` for accuracy: any finite ``[N, K]`` scores
-    (probabilities or logits, same first maximum), or ``[N]`` binary probabilities (class 1
-    predicted iff ``p > 0.5``). ``poison`` is 0, or NaN where a label is out of range or a row
-    is not finite; samples with weight 0 (``where=False``) are exempt."""
+def top_label_correct(scores, labels, where=None, weights=None, *, binary_threshold=0.5):
+    """``(poison [N], correct [N] bool, weights)`` for accuracy.
+
+    Any finite ``[N, K]`` scores (probabilities or logits, same first maximum), or ``[N]``
+    binary scores (class 1 predicted iff the score exceeds ``binary_threshold``: 0.5 for
+    probabilities, 0 for logits). ``poison`` is 0, or NaN where a label is out of range or a
+    row is not finite; samples with weight 0 (``where=False``) are exempt."""
     c = validate(scores, labels, where, weights, "probs")
     x = v.to_compute_dtype(scores)
     labels = c.labels
     v.check_finite(x, "probs", c.keep)
     if c.k is None:
-        correct = (x > 0.5) == (labels == 1)
+        correct = (x > binary_threshold) == (labels == 1)
         valid = (labels >= 0) & jnp.isfinite(x)
     else:
         _, correct, _ = _binning.first_max_correct(x, labels)
@@ -235,3 +245,21 @@ def top_label_correct(scores, labels, where=None, weights=None):
         valid = valid | ~c.keep
     poison = jnp.where(valid, jnp.zeros((), x.dtype), jnp.nan)
     return poison, correct, c.weights
+
+
+def class_probabilities(predictions, labels, where, weights, from_logits: bool):
+    """``(p, labels, checked)``: float32-or-wider probabilities (``[N, K]``, or binary ``[N]``)
+    of probabilities or logits (``softmax``/``sigmoid``), with label ``-1`` (NaN downstream)
+    where a row is invalid: a probability row off the simplex, or a NaN or infinite logit."""
+    from_logits = v.check_static_bool(from_logits, "from_logits")
+    c = validate(predictions, labels, where, weights, "logits" if from_logits else "probs")
+    x = v.to_compute_dtype(predictions)
+    if not from_logits:
+        row_ok = v.check_probabilities(predictions, "probs", c.keep)
+        return x, poison_labels(c.labels, row_ok), c
+    v.check_finite(x, "logits", c.keep)
+    if c.k is None:
+        p, row_ok = jax.nn.sigmoid(x), jnp.isfinite(x)
+    else:
+        p, row_ok = jax.nn.softmax(x, axis=-1), jnp.all(jnp.isfinite(x), axis=-1)
+    return p, poison_labels(c.labels, row_ok), c

@@ -45,6 +45,22 @@ class CalibrationReport(NamedTuple):
     l2_ece: Array
     debiased_l2_ece: Array
 
+    def to_dict(self) -> dict[str, float]:
+        """The fields as Python floats (a host transfer: call outside ``jit``).
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> r = cj.metrics.calibration_report(jnp.array([[0.9, 0.1], [0.4, 0.6]]),
+          ...                                   jnp.array([0, 0]), num_bins=5)
+          >>> print(r.to_dict()["accuracy"])
+          0.5
+        """
+        return {name: float(value) for name, value in zip(self._fields, self, strict=True)}
+
+    def __str__(self) -> str:
+        rows = [f"  {name:<16}{value:.6g}" for name, value in self.to_dict().items()]
+        return "\n".join(["CalibrationReport(", *rows, ")"])
+
 
 class _Pass(NamedTuple):
     """Per-sample quantities of one pass over the logits, shared by every metric."""
@@ -100,9 +116,36 @@ def logits_pass(logits: Array, labels: Array) -> _Pass:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("num_bins",))
-def _report(logits: Array, labels: Array, where: Array | None, num_bins: int):
-    q = logits_pass(logits, labels)
+def probs_pass(p: Array, labels: Array, row_stats: tuple[Array, Array] | None) -> _Pass:
+    """Per-sample quantities of checked probabilities; ``row_stats`` is the row maximum and sum
+    of :func:`calib_jax._validation.probability_rows` for ``[N, K]`` input."""
+    x = v.to_compute_dtype(p)
+    if x.ndim == 1:
+        valid = (labels == 0) | (labels == 1)
+        positive = labels == 1
+        return _Pass(
+            conf=jnp.where(valid, x, jnp.nan),
+            correct=positive,
+            probs=x,
+            nll=-jnp.log(jnp.where(positive, x, 1 - x)) + jnp.where(valid, 0, jnp.nan),
+            brier=_scores.per_sample_brier(x, labels),
+            hit=(x > 0.5) == positive,
+        )
+    top, hit = _binning.top_label_of_probs(x, labels, *row_stats)
+    p_y = v.take_label(x, labels)
+    return _Pass(
+        conf=jnp.where(jnp.isnan(p_y), jnp.nan, top),
+        correct=hit,
+        probs=x,
+        nll=-jnp.log(p_y),
+        brier=_scores.per_sample_brier(x, labels),
+        hit=hit,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins", "from_logits"))
+def _report(x, labels, where, num_bins: int, from_logits: bool, row_stats=None):
+    q = logits_pass(x, labels) if from_logits else probs_pass(x, labels, row_stats)
     sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
     gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
     return report_from_sums(
@@ -153,53 +196,76 @@ def poison_report(report: CalibrationReport, sums: _binning.BinSums) -> Calibrat
 
 
 def calibration_report(
-    logits: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
-    num_bins: int = 15,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    num_bins: int = 15,
 ) -> CalibrationReport:
     """ECE, MCE, AdaECE, classwise ECE, NLL, Brier, accuracy, error, L2-ECE and debiased L2-ECE
-    from logits, in one pass.
+    in one pass.
 
-    One jit-compiled function computes the softmax once and shares its maximum, the
-    first-maximum correctness and the bin assignment between all metrics. The definitions are
-    those of :func:`ece`, :func:`mce`, :func:`ada_ece` (equal-mass), :func:`classwise_ece`,
-    :func:`nll`, :func:`brier`, :func:`accuracy`, :func:`lp_ece` (``p = 2``) and
-    :func:`debiased_l2_ece`: equal-width bins ``((m-1)/M, m/M]``
+    One jit-compiled function computes the probabilities once (from logits: one softmax) and
+    shares their maximum, the first-maximum correctness and the bin assignment between all
+    metrics. The definitions are those of :func:`ece`, :func:`mce`, :func:`ada_ece`
+    (equal-mass), :func:`classwise_ece`, :func:`nll`, :func:`brier`, :func:`accuracy`,
+    :func:`lp_ece` (``p = 2``) and :func:`debiased_l2_ece`: equal-width bins ``((m-1)/M, m/M]``
     decided exactly, empty bins weigh 0, ties go to the first maximum, float32 (or wider)
-    accumulation. The confidence is ``max softmax(z) = 1 / Σ_k exp(z_k - max z)`` and the
-    prediction the first maximum of the logits. Binary ``[N]`` logits (of the positive class)
-    give positive-class ECE/MCE/AdaECE, two-column classwise ECE, binary cross-entropy, the
-    binary Brier score ``(p - y)²`` and accuracy of ``p > 0.5``.
+    accumulation. From logits the confidence is ``max softmax(z) = 1 / Σ_k exp(z_k - max z)``
+    and the prediction the first maximum of the logits. Binary ``[N]`` input (the positive
+    class's probability or logit) gives positive-class ECE/MCE/AdaECE, two-column classwise
+    ECE, binary cross-entropy, the binary Brier score ``(p - y)²`` and accuracy of ``p > 0.5``.
 
     Args:
-      logits: ``[N, K]`` finite logits (any float dtype; computed in float32 or wider) or
-        ``[N]`` binary logits.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class
+        probabilities; logits of either shape with ``from_logits=True`` (any float dtype;
+        computed in float32 or wider).
       labels: ``[N]`` integer labels in ``[0, K)``.
-      num_bins: number of bins for the binned metrics (static int ``>= 1``).
+      from_logits: ``predictions`` are logits.
       where: optional bool ``[N]`` mask; masked samples are ignored.
+      weights: optional non-negative ``[N]`` sample weights (integer weights act as exact
+        replication counts).
+      num_bins: number of bins for the binned metrics (static int ``>= 1``).
 
-    Invalid input (an unmasked label outside ``[0, K)``, NaN or inf logits) raises eagerly, is
-    a checkify check under ``jit``, and in any case makes *every* field NaN.
+    Invalid input (an unmasked label outside ``[0, K)``, NaN or inf values, a probability row
+    off the simplex, an invalid weight) raises eagerly, is a checkify check under ``jit``, and
+    in any case makes *every* field NaN.
 
     Returns:
       :class:`CalibrationReport` of float32 scalars.
 
     Examples:
       >>> import jax.numpy as jnp, calib_jax as cj
-      >>> logits = jnp.log(jnp.array([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40],
-      ...                             [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]]))
-      >>> r = cj.metrics.calibration_report(logits, jnp.array([0, 1, 2, 0]), num_bins=3)
+      >>> probs = jnp.array([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40],
+      ...                    [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]])
+      >>> y = jnp.array([0, 1, 2, 0])
+      >>> r = cj.metrics.calibration_report(probs, y, num_bins=3)
       >>> print(f"{float(r.ece):.4f} {float(r.mce):.4f} {float(r.accuracy):.2f}")
       0.2000 0.2333 0.50
+      >>> r = cj.metrics.calibration_report(jnp.log(probs), y, from_logits=True, num_bins=3)
+      >>> print(f"{float(r.ece):.4f}")
+      0.2000
 
     References:
       Guo et al., ICML 2017; Mukhoti et al., NeurIPS 2020; Kull et al., NeurIPS 2019.
     """
     num_bins = v.check_num_bins(num_bins)
-    c = _inputs.validate(logits, labels, where, None, "logits")
-    v.check_finite(jnp.asarray(logits), "logits", c.keep)
+    from_logits = v.check_static_bool(from_logits, "from_logits")
+    c = _inputs.validate(predictions, labels, where, weights, "logits" if from_logits else "probs")
+    x = jnp.asarray(predictions)
+    labels = c.labels
+    row_stats = None
+    if from_logits:
+        v.check_finite(x, "logits", c.keep)
+    elif x.ndim == 2:
+        # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier.
+        row_ok, row_max, row_sum = v.probability_rows(x, "probs", c.keep)
+        labels = _inputs.poison_labels(labels, row_ok)
+        row_stats = (row_max, row_sum)
+    else:
+        labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
     if c.keep is not None:
-        v.check_value(jnp.any(c.keep), "every sample is masked out (where): no data.")
-    return _report(jnp.asarray(logits), c.labels, c.weights, num_bins)
+        v.check_value(jnp.any(c.keep), "every sample is masked out (where/weights): no data.")
+    return _report(x, labels, c.weights, num_bins, from_logits, row_stats)

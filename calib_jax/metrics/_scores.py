@@ -38,22 +38,28 @@ def per_sample_brier(probs: Array, labels: Array) -> Array:
 
 
 def nll(
-    logits: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
 ) -> Array:
-    """Mean negative log-likelihood of the labels, from logits.
+    """Mean negative log-likelihood of the labels.
 
-    .. math:: \\mathrm{NLL} = -\\frac{1}{N} \\sum_n \\log \\mathrm{softmax}(z_n)_{y_n}
+    .. math:: \\mathrm{NLL} = -\\frac{1}{N} \\sum_n \\log p_{n, y_n}
 
-    Computed with ``log_softmax`` in float32 (or wider). Binary ``[N]`` logits (of the positive
-    class) give the mean binary cross-entropy ``-log σ(±z)``.
+    From logits (``from_logits=True``) the log-probabilities come from ``log_softmax`` in
+    float32 (or wider), and binary ``[N]`` logits (of the positive class) give the mean binary
+    cross-entropy ``-log σ(±z)``. From probabilities, ``-log p_y`` (``-log p`` or
+    ``-log(1 - p)`` for binary input): a zero probability on the label gives ``inf``, its true
+    value; pass logits when you have them, they are more accurate for confident predictions.
 
     Args:
-      logits: ``[N, K]`` logits or ``[N]`` binary logits, finite.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class
+        probabilities (logits with ``from_logits=True``).
       labels: ``[N]`` integer labels in ``[0, K)`` (``{0, 1}`` for binary input).
+      from_logits: ``predictions`` are logits (``[N, K]``, or binary ``[N]``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights (weighted mean).
 
@@ -61,25 +67,36 @@ def nll(
       Scalar float32.
 
     Examples:
-      >>> import jax.numpy as jnp, calib_jax as cj
+      >>> import jax, jax.numpy as jnp, calib_jax as cj
       >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-      >>> print(f"{float(cj.metrics.nll(logits, jnp.array([0, 2]))):.4f}")
+      >>> y = jnp.array([0, 2])
+      >>> print(f"{float(cj.metrics.nll(logits, y, from_logits=True)):.4f}")
+      0.8955
+      >>> print(f"{float(cj.metrics.nll(jax.nn.softmax(logits), y)):.4f}")
       0.8955
 
     References:
       Quiñonero-Candela et al., "Evaluating Predictive Uncertainty Challenge", 2006;
       Guo et al., ICML 2017.
     """
-    c = _inputs.validate(logits, labels, where, weights, "logits")
-    z = v.to_compute_dtype(logits)
-    v.check_finite(z, "logits", c.keep)
-    return weighted_mean(per_sample_nll(z, c.labels), c.weights)
+    if v.check_static_bool(from_logits, "from_logits"):
+        c = _inputs.validate(predictions, labels, where, weights, "logits")
+        z = v.to_compute_dtype(predictions)
+        v.check_finite(z, "logits", c.keep)
+        return weighted_mean(per_sample_nll(z, c.labels), c.weights)
+    p, labels, c = _inputs.class_probabilities(predictions, labels, where, weights, False)
+    if p.ndim == 1:
+        p_y = jnp.where(labels == 1, p, jnp.where(labels == 0, 1 - p, jnp.nan))
+    else:
+        p_y = v.take_label(p, labels)
+    return weighted_mean(-jnp.log(p_y), c.weights)
 
 
 def brier(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
 ) -> Array:
@@ -91,10 +108,12 @@ def brier(
     ``mean (p - y)²`` (scikit-learn's ``brier_score_loss``, half the two-column value).
 
     Args:
-      probs: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
+      predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.
       labels: ``[N]`` integer labels.
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
+      from_logits: ``predictions`` are logits ``[N, K]`` (``softmax``) or binary ``[N]``
+        logits (``sigmoid``) rather than probabilities.
 
     Returns:
       Scalar float32.
@@ -109,17 +128,16 @@ def brier(
       Brier, "Verification of forecasts expressed in terms of probability", Monthly Weather
       Review, 1950.
     """
-    c = _inputs.validate(probs, labels, where, weights)
-    p = v.to_compute_dtype(probs)
     # An invalid row gets an out-of-range label: its Brier term is NaN.
-    labels = _inputs.poison_labels(c.labels, v.check_probabilities(probs, "probs", c.keep))
+    p, labels, c = _inputs.class_probabilities(predictions, labels, where, weights, from_logits)
     return weighted_mean(per_sample_brier(p, labels), c.weights)
 
 
 def accuracy(
-    probs: ArrayLike,
+    predictions: ArrayLike,
     labels: ArrayLike,
     *,
+    from_logits: bool = False,
     where: ArrayLike | None = None,
     weights: ArrayLike | None = None,
 ) -> Array:
@@ -128,12 +146,15 @@ def accuracy(
     .. math:: \\mathrm{acc} = \\frac{1}{N} \\sum_n 1[\\hat y_n = y_n]
 
     Ties go to the first maximum (NumPy ``argmax``). Binary ``[N]`` input predicts class 1 iff
-    ``p > 0.5`` (a tie at 0.5 predicts class 0, as the first maximum of ``[1 - p, p]``). Test
-    error is ``1 - accuracy``. Works on logits too (same argmax).
+    ``p > 0.5`` (``z > 0`` for logits; a tie predicts class 0, as the first maximum of
+    ``[1 - p, p]``). Test error is ``1 - accuracy``. ``[N, K]`` rows may be any finite scores
+    (probabilities or logits have the same argmax; rows are not checked to sum to one).
 
     Args:
-      probs: ``[N, K]`` class probabilities or scores, or ``[N]`` binary probabilities.
+      predictions: ``[N, K]`` class probabilities or scores, or ``[N]`` binary probabilities
+        (logits with ``from_logits=True``).
       labels: ``[N]`` integer labels.
+      from_logits: ``predictions`` are logits; only changes the binary threshold (``z > 0``).
       where: optional bool ``[N]`` mask.
       weights: optional non-negative ``[N]`` sample weights.
 
@@ -150,7 +171,10 @@ def accuracy(
     References:
       Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
     """
-    poison, correct, w = _inputs.top_label_correct(probs, labels, where, weights)
+    from_logits = v.check_static_bool(from_logits, "from_logits")
+    poison, correct, w = _inputs.top_label_correct(
+        predictions, labels, where, weights, binary_threshold=0.0 if from_logits else 0.5
+    )
     if w is None or not jnp.issubdtype(w.dtype, jnp.floating):
         # Exact integer counts, so streamed and one-shot accuracies agree bit for bit.
         w = jnp.ones(correct.shape, jnp.int32) if w is None else w.astype(jnp.int32)

@@ -15,7 +15,7 @@ import numpy as np
 
 from calib_jax import _binning
 from calib_jax import _validation as v
-from calib_jax.metrics import _adaptive, _binned, _inputs, _report, _scores
+from calib_jax.metrics import _adaptive, _binned, _inputs, _report
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -160,6 +160,7 @@ class CalibrationState(NamedTuple):
         *,
         from_logits: bool = False,
         where: ArrayLike | None = None,
+        weights: ArrayLike | None = None,
     ) -> CalibrationState:
         """Add one batch: ``self.merge(CalibrationState.from_batch(...))``.
 
@@ -169,6 +170,8 @@ class CalibrationState(NamedTuple):
           labels: ``[N]`` integer labels.
           from_logits: whether ``predictions`` are logits (NLL then uses ``log_softmax``).
           where: optional bool ``[N]`` mask (e.g. padding of the last batch).
+          weights: optional ``[N]`` integer or bool sample weights, exact replication counts
+            (the state's counts are int32; float weights raise ``TypeError``).
 
         Returns:
           The updated state.
@@ -184,7 +187,12 @@ class CalibrationState(NamedTuple):
           0.2000
         """
         batch = self.from_batch(
-            predictions, labels, num_bins=self.num_bins, from_logits=from_logits, where=where
+            predictions,
+            labels,
+            from_logits=from_logits,
+            where=where,
+            weights=weights,
+            num_bins=self.num_bins,
         )
         if batch.classwise.shape != self.classwise.shape:
             raise ValueError(
@@ -198,18 +206,21 @@ class CalibrationState(NamedTuple):
         predictions: ArrayLike,
         labels: ArrayLike,
         *,
-        num_bins: int = 15,
         from_logits: bool = False,
         where: ArrayLike | None = None,
+        weights: ArrayLike | None = None,
+        num_bins: int = 15,
     ) -> CalibrationState:
         """The state of a single batch (the same sums the one-shot metrics compute).
 
         Args:
           predictions: ``[N, K]`` probabilities or logits, or ``[N]`` binary.
           labels: ``[N]`` integer labels.
-          num_bins: ``M`` (static).
           from_logits: whether ``predictions`` are logits.
           where: optional bool ``[N]`` mask.
+          weights: optional ``[N]`` integer or bool sample weights (exact replication counts;
+            float weights raise ``TypeError``, since the state's counts are int32).
+          num_bins: ``M`` (static).
 
         Returns:
           A :class:`CalibrationState` (``K = 2`` for binary input).
@@ -222,7 +233,18 @@ class CalibrationState(NamedTuple):
           [0 0 0 1 1] [0 0 0 0 1]
         """
         num_bins = v.check_num_bins(num_bins)
-        c = _inputs.validate(predictions, labels, where, None)
+        from_logits = v.check_static_bool(from_logits, "from_logits")
+        if weights is not None and not (
+            jnp.issubdtype(v._dtype(weights), jnp.integer) or v._dtype(weights) == np.bool_
+        ):
+            raise TypeError(
+                "CalibrationState keeps exact int32 counts: weights must be integer replication "
+                f"counts or bool, got dtype {v._dtype(weights)}; use the one-shot metrics "
+                "(calibration_report, ece, ...) for float weights."
+            )
+        c = _inputs.validate(
+            predictions, labels, where, weights, "logits" if from_logits else "probs"
+        )
         x = jnp.asarray(predictions)
         labels = c.labels
         row_stats = None
@@ -237,6 +259,32 @@ class CalibrationState(NamedTuple):
         else:
             labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
         return _batch_state(x, labels, c.weights, num_bins, from_logits, row_stats)
+
+    def __add__(self, other: object) -> CalibrationState:
+        """``a + b`` is :meth:`merge` (a tuple would concatenate: a silent wrong state)."""
+        if not isinstance(other, CalibrationState):
+            return NotImplemented
+        return self.merge(other)
+
+    def __radd__(self, other: object) -> CalibrationState:
+        # sum(states) starts from 0.
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
+
+    def __mul__(self, other: object):
+        raise TypeError("a CalibrationState cannot be repeated; merge states with + or merge().")
+
+    __rmul__ = __mul__
+
+    def to_dict(self) -> dict[str, float]:
+        """``self.compute().to_dict()``: the metrics as Python floats."""
+        return self.compute().to_dict()
+
+    def __str__(self) -> str:
+        n = int(jnp.sum(self.count))
+        head = f"CalibrationState({n} samples, {self.num_classes} classes, {self.num_bins} bins)"
+        return head + "\n" + str(self.compute())
 
     def merge(self, other: CalibrationState) -> CalibrationState:
         """Add two states (associative and commutative; :meth:`empty` is the identity).
@@ -368,7 +416,7 @@ def _batch_state(x, labels, where, num_bins, from_logits, row_stats=None) -> Cal
     if from_logits:
         q = _report.logits_pass(x, labels)
     else:
-        q = _probs_pass(x, labels, row_stats)
+        q = _report.probs_pass(x, labels, row_stats)
     sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
     gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
     fine = fine_bucket(q.conf)
@@ -378,7 +426,7 @@ def _batch_state(x, labels, where, num_bins, from_logits, row_stats=None) -> Cal
     fine_conf = (
         jnp.zeros((NUM_FINE,), jnp.float32)
         .at[fine]
-        .add(jnp.where(w > 0, q.conf.astype(jnp.float32), 0))
+        .add(jnp.where(w > 0, w.astype(jnp.float32) * q.conf.astype(jnp.float32), 0))
     )
     zero = jnp.zeros((), jnp.float32)
     return CalibrationState(
@@ -391,7 +439,7 @@ def _batch_state(x, labels, where, num_bins, from_logits, row_stats=None) -> Cal
         fine_count=pairs[:, 0] + pairs[:, 1],
         fine_correct=pairs[:, 1],
         fine_confidence=fine_conf,
-        hits=jnp.sum(jnp.where(w > 0, q.hit.astype(jnp.int32), 0)),
+        hits=jnp.sum(jnp.where(q.hit & (w > 0), w, 0)),
         nll=_masked_sum(q.nll, where),
         nll_err=zero,
         brier=_masked_sum(q.brier, where),
@@ -399,36 +447,12 @@ def _batch_state(x, labels, where, num_bins, from_logits, row_stats=None) -> Cal
     )
 
 
-def _masked_sum(x: Array, where: Array | None) -> Array:
+def _masked_sum(x: Array, w: Array | None) -> Array:
+    """``Σ w·x`` over the samples with ``w > 0`` (``w`` a bool mask or integer counts)."""
     x = x.astype(jnp.float32)
-    return jnp.sum(x if where is None else jnp.where(where, x, 0))
-
-
-def _probs_pass(p: Array, labels: Array, row_stats: tuple[Array, Array] | None) -> _report._Pass:
-    """Per-sample quantities of checked probabilities; ``row_stats`` is the row maximum and sum
-    of :func:`calib_jax._validation.probability_rows` for ``[N, K]`` input."""
-    x = v.to_compute_dtype(p)
-    if x.ndim == 1:
-        valid = (labels == 0) | (labels == 1)
-        positive = labels == 1
-        return _report._Pass(
-            conf=jnp.where(valid, x, jnp.nan),
-            correct=positive,
-            probs=x,
-            nll=-jnp.log(jnp.where(positive, x, 1 - x)) + jnp.where(valid, 0, jnp.nan),
-            brier=_scores.per_sample_brier(x, labels),
-            hit=(x > 0.5) == positive,
-        )
-    top, hit = _binning.top_label_of_probs(x, labels, *row_stats)
-    p_y = v.take_label(x, labels)
-    return _report._Pass(
-        conf=jnp.where(jnp.isnan(p_y), jnp.nan, top),
-        correct=hit,
-        probs=x,
-        nll=-jnp.log(p_y),
-        brier=_scores.per_sample_brier(x, labels),
-        hit=hit,
-    )
+    if w is None:
+        return jnp.sum(x)
+    return jnp.sum(jnp.where(w > 0, w.astype(jnp.float32) * x, 0))
 
 
 @jax.jit

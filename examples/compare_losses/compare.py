@@ -90,7 +90,9 @@ def calibrate(
     uncalibrated row first."""
     val, test = evaluation
     probs = np.asarray(jax.nn.softmax(test.logits, axis=-1))
-    report = calib_jax.metrics.calibration_report(test.logits, test.labels, num_bins=num_bins)
+    report = calib_jax.metrics.calibration_report(
+        test.logits, test.labels, from_logits=True, num_bins=num_bins
+    )
     out = [("none", None, report, probs)]
     for key in calibrators:
         name, make = CALIBRATORS[key]
@@ -187,7 +189,7 @@ def run(
         rows.extend(_row(loss, name, t, report) for name, t, report, _ in calibrated)
         if plots and jax.process_index() == 0:
             _plot(workdir / f"reliability_{loss}.png", loss, calibrated, result.test.labels, config)
-        if progress and jax.process_index() == 0:
+        if jax.process_index() == 0:  # a summary, not a progress bar: --no_progress keeps it
             before, after = rows[-len(calibrated)], rows[-len(calibrated) + 1]
             t = "" if after["temperature"] is None else f", T={after['temperature']:.2f}"
             print(

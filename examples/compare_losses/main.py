@@ -48,6 +48,14 @@ def _float_or_none(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
 
 
+def _configs_epilog() -> str:
+    """One line per config module: its name and the first line of its docstring."""
+    from examples.compare_losses.configs import config_summaries
+
+    lines = [f"  {name:<26}{summary}" for name, summary in config_summaries().items()]
+    return "configs (--config NAME):\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     from examples.compare_losses import input_pipeline, models
@@ -56,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m examples.compare_losses",
         description=__doc__,
+        epilog=_configs_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -119,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow tfds to download and prepare the dataset (needs network)",
     )
     p.add_argument("--no_plots", action="store_true", help="skip the reliability PNGs")
-    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no_progress",
+        action="store_true",
+        help="no progress bars (the one-line summary per loss and the final table stay)",
+    )
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize")
     return p
 

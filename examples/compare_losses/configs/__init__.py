@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import importlib.util
 import math
 import pkgutil
 import re
+import textwrap
 from pathlib import Path
 
 ALL_LOSSES = ("ce", "brier", "mmce", "ls", "fl3", "flsd53")
@@ -139,6 +141,17 @@ class ConfigError(ValueError):
 def available_configs() -> tuple[str, ...]:
     """The config modules of this package, sorted."""
     return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg))
+
+
+def config_summaries() -> dict[str, str]:
+    """``{name: the module docstring's first paragraph, shortened}`` for every config module."""
+    out = {}
+    for name in available_configs():
+        spec = importlib.util.find_spec(f"{__name__}.{name}")
+        doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text())) or ""
+        first_paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+        out[name] = textwrap.shorten(first_paragraph.replace("``", ""), 70, placeholder=" ...")
+    return out
 
 
 def get_config(name_or_path: str = "default") -> Config:
