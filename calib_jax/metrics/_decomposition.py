@@ -85,25 +85,24 @@ def brier_decomposition(
       Journal of the Royal Meteorological Society, 2009; tensorflow-probability,
       ``tfp.stats.brier_decomposition``.
     """
-    _, k = _inputs.check_common(
-        predictions, labels, where, weights, "logits" if from_logits else "probs"
-    )
+    # validate: a label out of range or an invalid weight (negative, NaN, inf) marks the row
+    # invalid (label -1, weight 1), so it gives NaN under plain jit instead of a number.
+    c = _inputs.validate(predictions, labels, where, weights, "logits" if from_logits else "probs")
+    k = c.k
     x = v.to_compute_dtype(predictions)
-    labels = jnp.asarray(labels)
     if from_logits:
-        v.check_finite(x, "logits", where)
+        v.check_finite(x, "logits", c.keep)
         p = jax.nn.sigmoid(x) if k is None else jax.nn.softmax(x, axis=-1)
         row_ok = jnp.isfinite(x) if k is None else jnp.all(jnp.isfinite(x), axis=-1)
     else:
-        row_ok = v.check_probabilities(predictions, "probs", where)
+        row_ok = v.check_probabilities(predictions, "probs", c.keep)
         p = x
     if k is None:
-        p, k = _inputs.two_columns(p), 2
-    valid = row_ok & (labels >= 0) & (labels < k)
-    w = _inputs.combined_weights(where, weights)
-    w = jnp.ones(labels.shape, p.dtype) if w is None else w.astype(p.dtype)
+        p = _inputs.two_columns(p)
+    valid = row_ok & (c.labels >= 0)
+    w = jnp.ones((c.n,), p.dtype) if c.weights is None else c.weights.astype(p.dtype)
     v.check_value(jnp.sum(w) > 0, "every sample is masked out (where/weights): no data.")
-    return _brier_parts(p, labels, valid, w)
+    return _brier_parts(p, c.labels, valid, w)
 
 
 @jax.jit
