@@ -18,7 +18,8 @@ drawn faint. The lower panel is the histogram of samples per bin.
 
 :func:`plot_smooth_reliability_diagram` draws the kernel-smoothed curve of
 :func:`calib_jax.metrics.smooth_reliability_diagram` in the same colours, with the density of
-the confidences below it.
+the confidences below it; :func:`plot_risk_coverage` draws the risk-coverage curve of
+selective prediction.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "plot_reliability_diagram",
     "plot_reliability_diagrams",
+    "plot_risk_coverage",
     "plot_smooth_reliability_diagram",
 ]
 
@@ -521,4 +523,98 @@ def plot_smooth_reliability_diagram(
             borderaxespad=0.0,
             fontsize="small",
         )
+    return ax
+
+
+RISK_COLOR = "#0072B2"
+
+
+def plot_risk_coverage(
+    predictions: Any,
+    labels: Any,
+    *,
+    from_logits: bool = False,
+    where: Any = None,
+    weights: Any = None,
+    num_points: int = 200,
+    ax: Axes | None = None,
+    label: str | None = None,
+    title: str | None = None,
+    color: str | None = None,
+) -> Axes:
+    """Draws the risk-coverage curve of selective prediction: the error rate among the most
+    confident samples against the fraction of samples kept.
+
+    The curve is :func:`calib_jax.metrics.selective_risk` at ``num_points`` evenly spaced
+    coverages ``κ_j = j / num_points``, ``j = 1 … num_points`` (same conventions: samples
+    sorted by descending confidence, tie groups share their errors evenly, weights act as
+    replicated samples). A dotted horizontal line marks the risk at full coverage (the error
+    rate); the legend entry states :func:`calib_jax.metrics.aurc`, the mean of the risk over
+    all ``N`` coverages. A lower curve is better: confident predictions are more often right.
+    Pass ``ax`` (and ``label``) to draw several models on one axes.
+
+    Args:
+      predictions: ``[N, K]`` probabilities (logits with ``from_logits=True``) or ``[N]``
+        binary positive-class probabilities, as for :func:`calib_jax.metrics.aurc`.
+      labels: ``[N]`` integer labels.
+      from_logits: ``predictions`` holds logits.
+      where: optional bool ``[N]`` mask.
+      weights: optional non-negative ``[N]`` sample weights.
+      num_points: number of coverages drawn (int ``>= 2``).
+      ax: Axes to draw into; ``None`` makes a new figure.
+      label: the curve's name in the legend (``"model"`` if ``None``).
+      title: the axes title.
+      color: the curve's colour (``None``: blue for a new figure, matplotlib's cycle on a
+        given ``ax``).
+
+    Returns:
+      The Axes (its figure is ``ax.figure``).
+
+    Examples:
+      >>> import numpy as np
+      >>> from calib_jax.plotting import plot_risk_coverage
+      >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]], np.float32)
+      >>> ax = plot_risk_coverage(probs, np.array([0, 1, 1, 0]), num_points=4)
+      >>> [round(float(r), 3) for r in ax.lines[0].get_ydata()]
+      [0.0, 0.5, 0.333, 0.5]
+      >>> ax.get_legend().get_texts()[0].get_text()
+      'model (AURC 0.333)'
+
+    References:
+      Geifman & El-Yaniv 2017, "Selective Classification for Deep Neural Networks"; Traub et
+      al. 2024, "Overcoming Common Flaws in the Evaluation of Selective Classification
+      Systems".
+    """
+    import jax
+
+    from calib_jax import metrics
+
+    if isinstance(num_points, bool) or not isinstance(num_points, int | np.integer):
+        raise TypeError(f"num_points must be an int, got {type(num_points).__name__}")
+    if num_points < 2:
+        raise ValueError(f"num_points must be >= 2, got {num_points}")
+    kw = {"from_logits": from_logits, "where": where, "weights": weights}
+    coverage = np.arange(1, num_points + 1, dtype=np.float32) / num_points
+    risk = jax.vmap(lambda k: metrics.selective_risk(predictions, labels, coverage=k, **kw))(
+        coverage
+    )
+    risk = np.asarray(risk, dtype=np.float64)
+    aurc = float(metrics.aurc(predictions, labels, **kw))
+    new = ax is None
+    if new:
+        from matplotlib.figure import Figure
+
+        ax = Figure(figsize=(5.6, 4.4), layout="constrained").subplots()
+    if color is None and new:
+        color = RISK_COLOR
+    name = "model" if label is None else label
+    (line,) = ax.plot(coverage, risk, color=color, linewidth=1.5, label=f"{name} (AURC {aurc:.3f})")
+    ax.axhline(risk[-1], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage (fraction of samples kept)")
+    ax.set_ylabel("selective risk (error rate)")
+    if title is not None:
+        ax.set_title(title, fontsize="medium")
+    ax.legend(fontsize="small")
     return ax

@@ -67,3 +67,54 @@ def test_smooth_diagram_without_density_panel_and_bad_input():
     bad = types.SimpleNamespace(**{**vars(d), "curve": t[:3]})
     with pytest.raises(ValueError, match="one length"):
         plotting.plot_smooth_reliability_diagram(bad)
+
+
+def _multiclass(n=500, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    z = 2.0 * rng.normal(size=(n, k)).astype(np.float32)
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    # Right with probability the confidence: confident predictions are more often right.
+    right = rng.random(n) < p.max(-1)
+    y = np.where(right, z.argmax(-1), (z.argmax(-1) + 1) % k).astype(np.int32)
+    return p.astype(np.float32), y
+
+
+def test_risk_coverage_curve_is_the_selective_risk_and_legend_states_aurc(tmp_path):
+    p, y = _multiclass()
+    ax = plotting.plot_risk_coverage(p, y, num_points=20, title="selective")
+    curve, full = ax.lines[0], ax.lines[1]
+    coverage = np.arange(1, 21) / 20
+    np.testing.assert_allclose(curve.get_xdata(), coverage, rtol=1e-6)
+    expected = [float(calib_jax.metrics.selective_risk(p, y, coverage=k)) for k in coverage]
+    np.testing.assert_allclose(curve.get_ydata(), expected, atol=1e-6)
+    # The dotted line is the error rate at full coverage.
+    error_rate = 1 - float(calib_jax.metrics.accuracy(p, y))
+    np.testing.assert_allclose(full.get_ydata(), [error_rate, error_rate], atol=1e-6)
+    aurc = float(calib_jax.metrics.aurc(p, y))
+    assert ax.get_legend().get_texts()[0].get_text() == f"model (AURC {aurc:.3f})"
+    assert ax.get_title() == "selective"
+    assert matplotlib.colors.to_hex(curve.get_color()) == plotting.RISK_COLOR.lower()
+    # Confidence ranks errors here: the most confident fifth has a lower risk than all data.
+    assert curve.get_ydata()[3] < error_rate
+    path = tmp_path / "risk.png"
+    ax.figure.savefig(path)
+    assert path.stat().st_size > 1000
+
+
+def test_risk_coverage_overlays_models_on_one_axes_and_checks_input():
+    p, y = _multiclass()
+    keep = np.arange(500) % 2 == 0
+    ax = plotting.plot_risk_coverage(p, y, num_points=10, label="all")
+    plotting.plot_risk_coverage(p, y, where=keep, num_points=10, ax=ax, label="half")
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[0].startswith("all (AURC") and texts[1].startswith("half (AURC")
+    np.testing.assert_allclose(
+        ax.lines[2].get_ydata()[-1],
+        float(calib_jax.metrics.selective_risk(p[keep], y[keep], coverage=1.0)),
+        atol=1e-6,
+    )
+    assert ax.lines[0].get_color() != ax.lines[2].get_color()
+    with pytest.raises(ValueError, match="num_points"):
+        plotting.plot_risk_coverage(p, y, num_points=1)
+    with pytest.raises(ValueError, match="labels must lie"):
+        plotting.plot_risk_coverage(p, np.full(500, 7, np.int32))
