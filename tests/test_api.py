@@ -7,6 +7,7 @@ error messages, ``state + state`` concatenating tuples.
 
 import functools
 import inspect
+import re
 
 import jax
 import jax.numpy as jnp
@@ -203,7 +204,32 @@ def test_state_addition_merges_and_results_read_well():
     np.testing.assert_allclose(d["ece"], report.ece, rtol=1e-6)
     text = str(merged)
     assert text.startswith("CalibrationState(300 samples, 4 classes, 10 bins)")
-    assert f"ece             {float(report.ece):.6g}" in str(report)
+    assert re.search(rf"\n  ece +{float(report.ece):.6g}\n", str(report))
+
+
+def test_report_and_state_split_the_ece_into_over_and_under_confidence():
+    for x, y, kw in ((P, Y, {}), (Z, Y, {"from_logits": True}), (PB, YB, {})):
+        report = cm.calibration_report(x, y, num_bins=M, **kw)
+        np.testing.assert_allclose(
+            report.overconfidence_error + report.underconfidence_error, report.ece, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            report.overconfidence_error, cm.overconfidence_error(x, y, num_bins=M, **kw), atol=1e-7
+        )
+        np.testing.assert_allclose(
+            report.underconfidence_error,
+            cm.underconfidence_error(x, y, num_bins=M, **kw),
+            atol=1e-7,
+        )
+        k = 2 if x.ndim == 1 else x.shape[1]
+        state = cm.CalibrationState.empty(k, num_bins=M)
+        for i in range(0, len(y), 64):
+            state = state.update(x[i : i + 64], y[i : i + 64], **kw)
+        streamed = state.compute()
+        for field in ("overconfidence_error", "underconfidence_error"):
+            np.testing.assert_allclose(
+                getattr(streamed, field), getattr(report, field), atol=1e-6, err_msg=field
+            )
 
 
 def test_calibrate_and_report_returns_a_named_result():

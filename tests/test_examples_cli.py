@@ -161,6 +161,8 @@ def test_results_of_another_config_are_never_replaced_silently(tmp_path, capsys)
     rows = main.main([*base, "--no_plots"])
     out = capsys.readouterr().out
     assert "Config `tiny` (hash " in out and "seed 0" in out and "mukhoti2020" in out
+    # --no_progress drops the bars, not the one-line summary per loss.
+    assert any(line.startswith("ce: ") and "test error" in line for line in out.splitlines())
     saved = json.loads((workdir / "results.json").read_text())
     expected = json.loads(json.dumps(dataclasses.asdict(configs.get_config("tiny"))))
     expected["losses"] = ["ce"]
@@ -188,6 +190,18 @@ def test_results_of_another_config_are_never_replaced_silently(tmp_path, capsys)
     assert saved["config"]["seed"] == 1
     assert not (workdir / "reliability_fl3.png").exists()
     assert "seed 1" in (workdir / "results.md").read_text()
+
+
+def test_help_lists_every_config_with_its_summary(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    listing = out[out.index("configs (--config NAME):") :]
+    for name in configs.available_configs():
+        assert f"\n  {name} " in listing, name
+    assert "Smoke-test config: two epochs on 256 digits" in listing  # what `tiny` is
+    assert "--no_progress" in out and "summary per loss" in out
 
 
 def test_subprocess_errors_are_one_line_without_traceback(tmp_path):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from calib_jax import _binning
 from calib_jax import _validation as v
-from calib_jax.metrics import _adaptive, _binned, _inputs, _scores
+from calib_jax.metrics import _adaptive, _binned, _inputs, _scores, _wider
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -32,6 +32,10 @@ class CalibrationReport(NamedTuple):
       l2_ece: L2 calibration error, :func:`calib_jax.metrics.lp_ece` with ``p = 2``.
       debiased_l2_ece: debiased L2 calibration error
         (:func:`calib_jax.metrics.debiased_l2_ece`).
+      overconfidence_error: the part of ``ece`` from bins whose confidence exceeds their
+        accuracy (:func:`calib_jax.metrics.overconfidence_error`).
+      underconfidence_error: the part from bins whose accuracy exceeds their confidence
+        (:func:`calib_jax.metrics.underconfidence_error`); the two add up to ``ece``.
     """
 
     ece: Array
@@ -44,6 +48,8 @@ class CalibrationReport(NamedTuple):
     error: Array
     l2_ece: Array
     debiased_l2_ece: Array
+    overconfidence_error: Array
+    underconfidence_error: Array
 
     def to_dict(self) -> dict[str, float]:
         """The fields as Python floats (a host transfer: call outside ``jit``).
@@ -58,7 +64,7 @@ class CalibrationReport(NamedTuple):
         return {name: float(value) for name, value in zip(self._fields, self, strict=True)}
 
     def __str__(self) -> str:
-        rows = [f"  {name:<16}{value:.6g}" for name, value in self.to_dict().items()]
+        rows = [f"  {name:<22}{value:.6g}" for name, value in self.to_dict().items()]
         return "\n".join(["CalibrationReport(", *rows, ")"])
 
 
@@ -180,6 +186,8 @@ def report_from_sums(
         error=1 - accuracy,
         l2_ece=_binned.lp_ece_from_sums(sums, 2),
         debiased_l2_ece=_binned.debiased_l2_from_sums(sums),
+        overconfidence_error=_wider.overconfidence_from_sums(sums),
+        underconfidence_error=_wider.underconfidence_from_sums(sums),
     )
     return poison_report(report, sums)
 
@@ -204,14 +212,15 @@ def calibration_report(
     weights: ArrayLike | None = None,
     num_bins: int = 15,
 ) -> CalibrationReport:
-    """ECE, MCE, AdaECE, classwise ECE, NLL, Brier, accuracy, error, L2-ECE and debiased L2-ECE
-    in one pass.
+    """ECE, MCE, AdaECE, classwise ECE, NLL, Brier, accuracy, error, L2-ECE, debiased L2-ECE and
+    over-/under-confidence error in one pass.
 
     One jit-compiled function computes the probabilities once (from logits: one softmax) and
     shares their maximum, the first-maximum correctness and the bin assignment between all
     metrics. The definitions are those of :func:`ece`, :func:`mce`, :func:`ada_ece`
     (equal-mass), :func:`classwise_ece`, :func:`nll`, :func:`brier`, :func:`accuracy`,
-    :func:`lp_ece` (``p = 2``) and :func:`debiased_l2_ece`: equal-width bins ``((m-1)/M, m/M]``
+    :func:`lp_ece` (``p = 2``), :func:`debiased_l2_ece`, :func:`overconfidence_error` and
+    :func:`underconfidence_error`: equal-width bins ``((m-1)/M, m/M]``
     decided exactly, empty bins weigh 0, ties go to the first maximum, float32 (or wider)
     accumulation. From logits the confidence is ``max softmax(z) = 1 / Σ_k exp(z_k - max z)``
     and the prediction the first maximum of the logits. Binary ``[N]`` input (the positive
