@@ -59,6 +59,7 @@ from calib_jax.metrics._decomposition import (
     score_decomposition,
 )
 from calib_jax.metrics._kernel import skce
+from calib_jax.metrics._refinement import CalibrationRefinement, calibration_refinement
 from calib_jax.metrics._report import CalibrationReport, calibration_report
 from calib_jax.metrics._scores import accuracy, brier, nll
 from calib_jax.metrics._selective import augrc, aurc, coverage_at_risk, selective_risk
@@ -78,6 +79,7 @@ from calib_jax.metrics._wider import (
 __all__ = [
     "BinSums",
     "BrierDecomposition",
+    "CalibrationRefinement",
     "CalibrationReport",
     "CalibrationState",
     "ReliabilityDiagram",
@@ -90,6 +92,7 @@ __all__ = [
     "bootstrap",
     "brier",
     "brier_decomposition",
+    "calibration_refinement",
     "calibration_report",
     "classwise_ece",
     "coverage_at_risk",
