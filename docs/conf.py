@@ -56,8 +56,6 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(collections\.abc|types|functools)\..*"),
     (r"py:.*", r"(int|float|bool|str|tuple|list|dict|None|NamedTuple|optional)"),
     (r"py:.*", r"(Axes|Figure|calib_jax\.validation\.F)"),
-    # What autodoc_type_aliases leaves behind for an alias it rendered by name.
-    (r"py:.*", r"TypeAliasForwardRef"),
     # Private modules named in a docstring are shown as code, not linked.
     (r"py:.*", r"calib_jax(\.\w+)*\._\w+(\..*)?"),
 ]
@@ -66,12 +64,7 @@ autosummary_generate = True
 autosummary_imported_members = True
 autodoc_default_options = {"members": True, "show-inheritance": False}
 autodoc_typehints = "signature"
-# Signatures show the alias names, not JAX's expansion of ArrayLike into an eight-type union.
-autodoc_type_aliases = {
-    "ArrayLike": "jax.typing.ArrayLike",
-    "Array": "jax.Array",
-    "DTypeLike": "jax.typing.DTypeLike",
-}
+
 autodoc_member_order = "bysource"
 add_module_names = False
 napoleon_google_docstring = True
@@ -194,6 +187,20 @@ def _resolve_public_name(app, env, node, contnode):
     )
 
 
+# JAX's ArrayLike is a union of eight types; signatures show its name instead.
+# (autodoc_type_aliases renders "ArrayLike | None" as a TypeAliasForwardRef repr in Sphinx 9.)
+_ARRAY_LIKE = re.compile(
+    r"~?([\w.]+\.)?Array \| ~?(numpy\.)?ndarray \| ~?(numpy\.)?bool_? \| ~?(numpy\.)?number"
+    r" \| bool \| int \| float \| complex"
+)
+
+
+def _short_array_like(app, what, name, obj, options, signature, return_annotation):
+    if signature is None:
+        return None
+    return _ARRAY_LIKE.sub("ArrayLike", signature), return_annotation
+
+
 def _skip_namedtuple_fields(app, what, name, obj, skip, options):
     # A NamedTuple's fields are documented in its docstring ("Attributes:"); the generated
     # "Alias for field number i" entries would describe them a second time.
@@ -209,3 +216,4 @@ def setup(app):
     app.connect("autodoc-process-docstring", _check_docstring)
     app.connect("autodoc-process-docstring", _blank_line_before_sections, priority=100)
     app.connect("missing-reference", _resolve_public_name)
+    app.connect("autodoc-process-signature", _short_array_like)
