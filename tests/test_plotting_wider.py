@@ -81,9 +81,9 @@ def _multiclass(n=500, k=4, seed=0):
 
 def test_risk_coverage_curve_is_the_selective_risk_and_legend_states_aurc(tmp_path):
     p, y = _multiclass()
-    ax = plotting.plot_risk_coverage(p, y, num_points=20, title="selective")
+    ax = plotting.plot_risk_coverage(p, y, num_points=5, title="selective")
     curve, full = ax.lines[0], ax.lines[1]
-    coverage = np.arange(1, 21) / 20
+    coverage = np.arange(1, 6) / 5
     np.testing.assert_allclose(curve.get_xdata(), coverage, rtol=1e-6)
     expected = [float(calib_jax.metrics.selective_risk(p, y, coverage=k)) for k in coverage]
     np.testing.assert_allclose(curve.get_ydata(), expected, atol=1e-6)
@@ -95,7 +95,7 @@ def test_risk_coverage_curve_is_the_selective_risk_and_legend_states_aurc(tmp_pa
     assert ax.get_title() == "selective"
     assert matplotlib.colors.to_hex(curve.get_color()) == plotting.RISK_COLOR.lower()
     # Confidence ranks errors here: the most confident fifth has a lower risk than all data.
-    assert curve.get_ydata()[3] < error_rate
+    assert curve.get_ydata()[0] < error_rate
     path = tmp_path / "risk.png"
     ax.figure.savefig(path)
     assert path.stat().st_size > 1000
@@ -104,8 +104,8 @@ def test_risk_coverage_curve_is_the_selective_risk_and_legend_states_aurc(tmp_pa
 def test_risk_coverage_overlays_models_on_one_axes_and_checks_input():
     p, y = _multiclass()
     keep = np.arange(500) % 2 == 0
-    ax = plotting.plot_risk_coverage(p, y, num_points=10, label="all")
-    plotting.plot_risk_coverage(p, y, where=keep, num_points=10, ax=ax, label="half")
+    ax = plotting.plot_risk_coverage(p, y, num_points=5, label="all")
+    plotting.plot_risk_coverage(p, y, where=keep, num_points=5, ax=ax, label="half")
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts[0].startswith("all (AURC") and texts[1].startswith("half (AURC")
     np.testing.assert_allclose(
