@@ -34,8 +34,8 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 # Fine grid intervals: a multiple of 1000 (relplot's grid for every σ > 0.01, so that grid is
-# exact) and of 1024, 2048, 2560 and 5120 (four of the nine finer grids the search can visit).
-FINE_CELLS = 256_000
+# exact) and of 1024, 2560 and 5120 (three of the nine finer grids the search can visit).
+FINE_CELLS = 128_000
 # relplot's grid for σ > 0.01: max(2000, round(20/σ)) // 2 intervals.
 BASE_CELLS = 1000
 # Smallest bandwidth accepted (relplot's search treats anything below as small enough) and the
@@ -272,7 +272,7 @@ _SMOOTH_RULES = """
     ``smECE`` at that upper end, a multiple of ``1/1024`` (``σ < 0.001`` counts as small
     enough). A float32 value within rounding of ``σ`` at a bisection step can send the search
     the other way than a float64 computation. Weighted: each sample enters the grid with its
-    weight. Cost: one scatter of the ``N`` samples into a fine grid of 256,001 points, then
+    weight. Cost: one scatter of the ``N`` samples into a fine grid of 128,001 points, then
     ``O(grid)`` per bandwidth tried, independent of ``N``.
 """
 
