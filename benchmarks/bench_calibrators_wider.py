@@ -7,7 +7,9 @@ objective at each λ with the same 5-fold cross-validation for Dirichlet). Our f
 and warm (compile time excluded). Run: ``python -m benchmarks.bench_calibrators_wider``;
 ``python -m benchmarks.bench_calibrators_wider venn_abers`` times only the Venn-Abers fit:
 the hull-bridge path against the O(N^2) minimax path it replaced and against venn-abers, at
-10k and 50k binary scores.
+10k and 50k binary scores; ``... dirichlet`` times only Dirichlet calibration (one λ against
+torch-uncertainty's ``DirichletScaler``, the same ODIR objective; the 5-fold × 5-λ search
+against the scipy fits with the same CV) with one timing and one pair per row.
 """
 
 from __future__ import annotations
@@ -155,10 +157,83 @@ def venn_abers_paths(pairs: int = 3, sizes: tuple[int, ...] = (10_000, 50_000)) 
         )
 
 
+def _nll(logp, y, w, b):
+    out = logp @ np.asarray(w, np.float64).T + np.asarray(b, np.float64)
+    out = out - out.max(-1, keepdims=True)
+    return float(np.mean(np.log(np.exp(out).sum(-1)) - out[np.arange(len(y)), y]))
+
+
+def _tu_dirichlet_scaler():
+    """torch-uncertainty's ``DirichletScaler`` without running the package's ``__init__``s, which
+    import torchvision (not installed here); only this benchmark process sees the stubs."""
+    import importlib.metadata
+    import sys
+    import types
+
+    root = importlib.metadata.distribution("torch-uncertainty").locate_file("torch_uncertainty")
+    for name in ("", ".post_processing", ".post_processing.calibration"):
+        package = types.ModuleType("torch_uncertainty" + name)
+        package.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
+        sys.modules.setdefault(package.__name__, package)
+    abstract = importlib.import_module("torch_uncertainty.post_processing.abstract")
+    sys.modules["torch_uncertainty.post_processing"].PostProcessing = abstract.PostProcessing
+    module = "torch_uncertainty.post_processing.calibration.dirichlet_scaler"
+    return importlib.import_module(module).DirichletScaler
+
+
+def dirichlet_paths(lam: float = 1e-2) -> None:
+    """Dirichlet calibration at one λ vs torch-uncertainty, and the CV search vs scipy."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    DirichletScaler = _tu_dirichlet_scaler()
+
+    z, y, _, _ = _data(0)
+    logp = np.log(_softmax(z.astype(np.float64)))
+    # One λ: the public fit still runs its CV folds (here 2) beside the all-rows fit.
+    one = jax.jit(cal.dirichlet_calibration(lambdas=(lam,), num_folds=2).fit)
+    loader = DataLoader(TensorDataset(torch.from_numpy(z), torch.from_numpy(y).long()), len(y))
+
+    def peer():
+        scaler = DirichletScaler(K, lambda_reg=lam, mu_reg=lam)
+        scaler.fit(loader, progress=False)
+        return scaler
+
+    params = one(z, y)
+    scaler = peer()
+    w_t, b_t = (t.detach().numpy() for t in scaler.inv_temperature)
+    off = 1 - np.eye(K)
+
+    def objective(w, b):
+        w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+        return _nll(logp, y, w, b) + lam * (np.sum((w * off) ** 2) / (K * (K - 1)) + np.mean(b**2))
+
+    print("| fit | ours (ms) | peer (ms) | ours / peer (paired) | objective ours / peer |")
+    print("|---|---|---|---|---|")
+    ours_ms = time_ms(lambda: one(z, y), repeats=1)
+    peer_ms = time_ms(peer, repeats=1)
+    ratio = paired_ratio(one, (z, y), peer, (), 1)
+    obj = f"{objective(params.weight, params.bias):.5f} / {objective(w_t, b_t):.5f}"
+    print(
+        f"| dirichlet_calibration, λ = {lam:g} (10k×10; 2 CV folds + all rows) vs "
+        f"torch-uncertainty DirichletScaler | {ours_ms:.1f} | {peer_ms:.1f} | {ratio:.3f}x | "
+        f"{obj} |",
+        flush=True,
+    )
+    lambdas = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    cv = jax.jit(cal.dirichlet_calibration(lambdas=lambdas).fit)
+    ours_ms = time_ms(lambda: cv(z, y), repeats=1)
+    peer_ms = time_ms(lambda: _dirichlet_scipy(z, y, lambdas), repeats=1)
+    ratio = paired_ratio(cv, (z, y), lambda: _dirichlet_scipy(z, y, lambdas), (), 1)
+    print(
+        f"| dirichlet_calibration (10k×10, 5 folds × 5 λ) vs scipy L-BFGS-B (same CV) | "
+        f"{ours_ms:.1f} | {peer_ms:.1f} | {ratio:.3f}x | |",
+        flush=True,
+    )
+
+
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["venn_abers"]:
-        venn_abers_paths()
-    else:
-        main()
+    modes = {"venn_abers": venn_abers_paths, "dirichlet": dirichlet_paths}
+    modes.get(sys.argv[1] if len(sys.argv) > 1 else "", main)()
