@@ -265,11 +265,11 @@ def test_vmap_over_states_and_checkpoint_round_trip(tmp_path):
     stacked_sums = jax.tree.map(lambda *x: jnp.stack(x), _random_sums(rng, 6), _random_sums(rng, 6))
 
     @jax.jit
-    def batched_epoch(states, sums):
+    def batched_epoch(states, sums, z, y):
         new = jax.vmap(lambda s, m: L.adafocal_update(s, m, edges=edges))(states, sums)
         return new, jax.vmap(lambda s: L.adafocal_loss(z, y, state=s))(new)
 
-    batched, losses = batched_epoch(states, stacked_sums)
+    batched, losses = batched_epoch(states, stacked_sums, z, y)
     for i in range(2):
         one = L.adafocal_update(
             jax.tree.map(lambda x, i=i: x[i], states),
@@ -315,7 +315,7 @@ def test_bad_input_raises_or_gives_nan():
         with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
             fn(z, bad)
     with pytest.raises(Exception, match="labels must lie"):
-        cj.validation.checked(jax.jit(lambda y: L.adafocal_loss(z, y, state=STATE)))(bad)
+        cj.validation.checked(jax.jit(lambda z, y: L.adafocal_loss(z, y, state=STATE)))(z, bad)
     with pytest.raises(ValueError, match="at least one sample"):
         L.adafocal_validation_sums(z, y, where=jnp.zeros(12, bool))
     # Under plain jit: NaN rows, NaN sums and edges, and a NaN state poisons every row.
