@@ -396,6 +396,9 @@ def check_not_probabilities(x: ArrayLike, name: str, hint: str) -> None:
     z = arr.astype(jnp.promote_types(arr.dtype, jnp.float32))
     tol = probability_tolerance(arr.dtype, arr.shape[-1])
     looks = jnp.all((z >= 0) & (z <= 1)) & jnp.all(jnp.abs(jnp.sum(z, axis=-1) - 1) <= tol)
+    # A constant closed over inside jit is concrete, but jnp results on it are traced.
+    if isinstance(looks, jax.core.Tracer):
+        return
     if bool(looks):
         raise ValueError(
             f"{name} look like probabilities: every row lies in [0, 1] and sums to 1. {hint}"

@@ -143,9 +143,12 @@ def test_probabilities_passed_as_logits_raise(name):
         LOGIT_PATHS[name](P, Y)
     # Log-probabilities are valid logits and pass.
     jax.block_until_ready(LOGIT_PATHS[name](np.log(P), Y))
-    # Under jit nothing is checked on values (no host round trip): the check is eager only.
+    # Under jit nothing is checked on values (no host round trip): the check is eager only,
+    # also for concrete logits closed over inside jit.
     if name != "state":
         jax.block_until_ready(jax.jit(LOGIT_PATHS[name])(P, Y))
+        jax.block_until_ready(jax.jit(lambda y: LOGIT_PATHS[name](np.log(P), y))(Y))
+        jax.block_until_ready(jax.jit(lambda y: LOGIT_PATHS[name](P, y))(Y))
 
 
 def test_not_probabilities_error_names_the_row_and_suggests_from_logits():
