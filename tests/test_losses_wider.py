@@ -474,20 +474,24 @@ def test_dual_focal_gradient_matches_autodiff_of_naive_formula():
 def test_penalties_compose_with_scalar_objective():
     z, y = make_inputs((2, 5, 10), seed=8, scale=1.0)
     mask = jnp.asarray(np.random.default_rng(1).random((2, 5)) < 0.6)
-    base = L.scalar_objective(L.cross_entropy)
     for penalty, ref, beta in ((L.mdca_penalty, ref_mdca, 1.0), (L.dca_penalty, ref_dca, 10.0)):
-
-        def objective(z, y, where=None, penalty=penalty, beta=beta):
-            return base(z, y, where=where) + beta * penalty(z, y, where=where)
-
+        objective = L.scalar_objective(L.cross_entropy, penalty=penalty, penalty_weight=beta)
         zf, yf = _flat(z, y)
         keep = np.asarray(mask).reshape(-1)
         ce = -(np_onehot(yf, 10) * np_log_softmax(zf)).sum(-1)
         expected = ce[keep].mean() + beta * ref(zf[keep], yf[keep])[0]
         np.testing.assert_allclose(objective(z, y, where=mask), expected, rtol=1e-5)
-        grad = jax.jit(jax.grad(objective), static_argnames=())(z, y, mask)
+        summed = L.scalar_objective(
+            L.cross_entropy, penalty=penalty, penalty_weight=beta, reduction="sum"
+        )
+        np.testing.assert_allclose(summed(z, y, where=mask), keep.sum() * expected, rtol=1e-5)
+        grad = jax.jit(jax.grad(objective))(z, y, mask)
         assert np.isfinite(np.asarray(grad)).all()
         assert (np.asarray(grad)[~np.asarray(mask)] == 0).all()
+    with pytest.raises(ValueError, match="penalty_weight"):
+        L.scalar_objective(L.cross_entropy, penalty=L.mdca_penalty, penalty_weight=-1.0)
+    with pytest.raises(ValueError, match="must return a scalar"):
+        L.scalar_objective(L.cross_entropy, penalty=L.cross_entropy)(z, y)
 
 
 # ----------------------------------------------------------------------------- transforms

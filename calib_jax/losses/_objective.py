@@ -25,6 +25,8 @@ def scalar_objective(
     kernel_width: float = 0.4,
     mmce_variant: Literal["kumar2018", "mukhoti2020"] = "kumar2018",
     reduction: Literal["mean", "sum"] = "mean",
+    penalty: Callable[..., Array] | None = None,
+    penalty_weight: float = 1.0,
 ) -> Callable[..., Array]:
     r"""Wrap a per-example loss into ``objective(logits, labels, where=None) -> scalar``.
 
@@ -42,6 +44,11 @@ def scalar_objective(
     one value per logit (:func:`sigmoid_focal_loss`, ``labels`` = targets) the mean runs over
     every valid element. Padded batches: pass ``where`` and padded rows count for nothing.
 
+    ``penalty`` adds a batch-level regulariser ``β·penalty(logits, labels, where=where)``
+    (``β = penalty_weight``), e.g. :func:`mdca_penalty` or :func:`dca_penalty` as in
+    Hebbalaguppe et al. (2022) and Liang et al. (2020): ``J + β·P`` (scaled by ``n`` with
+    ``reduction="sum"``, like the MMCE term).
+
     ``reduction="sum"`` returns ``n·J`` instead, ``n`` the number of valid entries: the sum of
     the per-example losses plus ``n·λ·MMCE_w``. That is how the code of Mukhoti et al. (2020)
     trains (its losses are summed over the batch, and its MMCE objective is
@@ -55,14 +62,17 @@ def scalar_objective(
       mmce_variant: ``"kumar2018"`` (the equation) or ``"mukhoti2020"`` (the code of Mukhoti
         et al. 2020): see :func:`mmce`.
       reduction: ``"mean"`` (default) or ``"sum"`` over the valid entries, as above.
+      penalty: optional batch penalty ``fn(logits, labels, *, where=None) -> scalar``.
+      penalty_weight: ``β >= 0``, its weight (ignored without ``penalty``).
 
     Returns:
       ``objective(logits, labels, where=None) -> scalar`` (float32 or wider), ready for
       ``jax.value_and_grad`` in an optax train step.
 
     Raises:
-      ValueError: a negative ``mmce_weight``, an unknown ``mmce_variant`` or ``reduction``;
-        the objective raises on an empty batch.
+      ValueError: a negative ``mmce_weight`` or ``penalty_weight``, an unknown
+        ``mmce_variant`` or ``reduction``; the objective raises on an empty batch or a
+        penalty that is not a scalar.
 
     Examples:
       >>> import functools, jax.numpy as jnp
@@ -84,6 +94,9 @@ def scalar_objective(
         raise ValueError(f"mmce_variant must be one of {VARIANTS}, got {mmce_variant!r}.")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+    _validation.check_nonnegative(penalty_weight, "penalty_weight")
+    if penalty is not None and not callable(penalty):
+        raise TypeError(f"penalty must be a function, got {type(penalty).__name__}.")
 
     def objective(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None = None) -> Array:
         per_example = loss_fn(logits, labels, where=where)
@@ -114,6 +127,11 @@ def scalar_objective(
                 kernel_width=kernel_width,
                 where=where,
             )
+        if penalty is not None:
+            term = jnp.asarray(penalty(logits, labels, where=where))
+            if term.shape != ():
+                raise ValueError(f"penalty must return a scalar, got shape {term.shape}.")
+            value = value + scale * penalty_weight * term
         return value
 
     return objective
