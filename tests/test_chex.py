@@ -101,6 +101,9 @@ METRIC_CASES: dict[str, Case] = {
     "brier_decomposition": Case(
         lambda z, y: cm.brier_decomposition(_probs(z), y), "BrierDecomposition"
     ),
+    "calibration_refinement": Case(
+        lambda z, y: cm.calibration_refinement(z, y), "CalibrationRefinement"
+    ),
     "calibration_report": Case(
         lambda z, y: cm.calibration_report(z, y, from_logits=True, num_bins=BINS),
         "CalibrationReport",
