@@ -185,3 +185,24 @@ def test_top_label_apply_guarantees(make):
     assert (out.argmax(-1) != j_star).any(), "the test data should move some argmax"
     doc = cj.calibrators._nonparametric.__doc__
     assert "Not guaranteed" in doc and "out[j*]" in doc
+
+
+def test_temperature_fit_returns_the_point_where_the_derivative_is_exactly_zero():
+    # Under vmap inside vmap the float rounding of the NLL derivative differs, and one element
+    # hit dNLL/dlogT == 0 exactly: the loop stopped there but returned the bisection midpoint
+    # of its bracket (T = 2.27 where 5.15 is right). Every element must equal its own fit.
+    rng = np.random.default_rng(4)
+    z = jnp.asarray((rng.normal(size=(300, 4)) * 3).astype(np.float32))
+    top = np.asarray(z).argmax(1)
+    y = jnp.asarray(np.where(rng.random(300) < 0.6, top, rng.integers(0, 4, 300)), jnp.int32)
+    masks = jnp.stack([jnp.arange(300) % 2 == 1, jnp.arange(300) % 2 == 0])
+    ts = cal.temperature_scaling(tol=1e-7)
+
+    def per_mask(zz):
+        return jax.vmap(lambda m: ts.fit(zz, y, where=m).temperature)(masks)
+
+    nested = jax.jit(jax.vmap(per_mask))(jnp.stack([z, 2 * z]))
+    separate = [[float(ts.fit(zz, y, where=m).temperature) for m in masks] for zz in (z, 2 * z)]
+    np.testing.assert_allclose(nested, separate, rtol=1e-5)
+    # T scales with the logits: the doubled logits need twice the temperature.
+    np.testing.assert_allclose(nested[1], 2 * nested[0], rtol=1e-5)

@@ -138,6 +138,9 @@ def _fit_log_temperature(
         newton = log_t + g / jnp.maximum(beta * h, jnp.finfo(dtype).tiny)
         inside = (newton > lo) & (newton < hi) & (h > 0)
         new = jnp.where(inside, newton, 0.5 * (lo + hi))
+        # g == 0 exactly: log_t is the optimum. Its Newton step lands on the bracket end just
+        # set to log_t, so `inside` is False and the bisection midpoint would be returned.
+        new = jnp.where(g == 0, log_t, new)
         bad = jnp.isnan(g)
         done = (jnp.abs(new - log_t) < tol) | (hi - lo < tol) | (g == 0) | bad
         return it + 1, new, lo, hi, done, bad
