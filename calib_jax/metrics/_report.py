@@ -149,6 +149,27 @@ def probs_pass(p: Array, labels: Array, row_stats: tuple[Array, Array] | None) -
     )
 
 
+def pass_inputs(predictions, labels, where, weights, from_logits: bool):
+    """Checked input of :func:`logits_pass` / :func:`probs_pass` (the report and the state):
+    ``(x, labels, checked, row_stats)``. An invalid probability row gets an out-of-range label
+    (NaN confidence, NLL and Brier); ``row_stats`` is the row maximum and sum of the
+    probability check for ``[N, K]`` probabilities, which also give the first-maximum tie test.
+    """
+    c = _inputs.validate(predictions, labels, where, weights, "logits" if from_logits else "probs")
+    x = jnp.asarray(predictions)
+    labels = c.labels
+    row_stats = None
+    if from_logits:
+        v.check_finite(x, "logits", c.keep)
+    elif x.ndim == 2:
+        row_ok, row_max, row_sum = v.probability_rows(x, "probs", c.keep)
+        labels = _inputs.poison_labels(labels, row_ok)
+        row_stats = (row_max, row_sum)
+    else:
+        labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
+    return x, labels, c, row_stats
+
+
 @functools.partial(jax.jit, static_argnames=("num_bins", "from_logits"))
 def _report(x, labels, where, num_bins: int, from_logits: bool, row_stats=None):
     q = logits_pass(x, labels) if from_logits else probs_pass(x, labels, row_stats)
@@ -262,19 +283,7 @@ def calibration_report(
     """
     num_bins = v.check_num_bins(num_bins)
     from_logits = v.check_static_bool(from_logits, "from_logits")
-    c = _inputs.validate(predictions, labels, where, weights, "logits" if from_logits else "probs")
-    x = jnp.asarray(predictions)
-    labels = c.labels
-    row_stats = None
-    if from_logits:
-        v.check_finite(x, "logits", c.keep)
-    elif x.ndim == 2:
-        # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier.
-        row_ok, row_max, row_sum = v.probability_rows(x, "probs", c.keep)
-        labels = _inputs.poison_labels(labels, row_ok)
-        row_stats = (row_max, row_sum)
-    else:
-        labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
+    x, labels, c, row_stats = pass_inputs(predictions, labels, where, weights, from_logits)
     if c.keep is not None:
         v.check_value(jnp.any(c.keep), "every sample is masked out (where/weights): no data.")
     return _report(x, labels, c.weights, num_bins, from_logits, row_stats)

@@ -15,7 +15,7 @@ import numpy as np
 
 from calib_jax import _binning
 from calib_jax import _validation as v
-from calib_jax.metrics import _adaptive, _binned, _inputs, _report
+from calib_jax.metrics import _adaptive, _binned, _report
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -242,22 +242,9 @@ class CalibrationState(NamedTuple):
                 f"counts or bool, got dtype {v._dtype(weights)}; use the one-shot metrics "
                 "(calibration_report, ece, ...) for float weights."
             )
-        c = _inputs.validate(
-            predictions, labels, where, weights, "logits" if from_logits else "probs"
+        x, labels, c, row_stats = _report.pass_inputs(
+            predictions, labels, where, weights, from_logits
         )
-        x = jnp.asarray(predictions)
-        labels = c.labels
-        row_stats = None
-        if from_logits:
-            v.check_finite(x, "logits", c.keep)
-        elif x.ndim == 2:
-            # An invalid row gets an out-of-range label: NaN confidence, NLL and Brier. The
-            # check's row maximum and sum also give the first-maximum tie test.
-            row_ok, row_max, row_sum = v.probability_rows(x, "probs", c.keep)
-            labels = _inputs.poison_labels(labels, row_ok)
-            row_stats = (row_max, row_sum)
-        else:
-            labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
         return _batch_state(x, labels, c.weights, num_bins, from_logits, row_stats)
 
     def __add__(self, other: object) -> CalibrationState:
