@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from calib_jax import _tuning
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
@@ -234,8 +236,8 @@ def probability_rows(
     # Row min, max and sum as plain arithmetic reductions: a boolean all() over [N, K] is
     # materialised as a predicate array on XLA:CPU and made the whole top-label pass 3-5x
     # slower. Narrow rows go column by column (one fused elementwise loop), as in
-    # _binning.first_max_correct.
-    if k <= 64:
+    # _first_max.first_max_correct.
+    if k <= _tuning.current().unroll_max_columns:
         columns = [x[..., j] for j in range(k)]
         low = functools.reduce(jnp.minimum, columns)
         high = functools.reduce(jnp.maximum, columns)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import calib_jax as cj
-from calib_jax import _binning
+from calib_jax import _binning, _first_max
 from calib_jax import metrics as cm
 from calib_jax.metrics import _binned
 
@@ -239,7 +239,7 @@ def test_first_max_correct_matches_numpy_argmax_with_many_ties(k):
     z[102] = 0.0
     y = rng.integers(-1, k + 1, n).astype(np.int32)  # includes out-of-range labels
     y[100:103] = [0, k - 1, 1]
-    top, correct, norm = _binning.first_max_correct(jnp.asarray(z), jnp.asarray(y))
+    top, correct, norm = _first_max.first_max_correct(jnp.asarray(z), jnp.asarray(y))
     np.testing.assert_array_equal(correct, z.argmax(1) == y)
     np.testing.assert_array_equal(top, z.max(1))
     z64 = z.astype(np.float64)
@@ -275,7 +275,7 @@ def test_correct_given_max_rechecks_flagged_rows_in_chunks_or_in_one_pass(k):
     at_max = (z[np.arange(n), np.clip(y, 0, k - 1)] == z.max(1)) & (y >= 0) & (y < k)
     assert 3 * chunk < np.sum(tied & at_max) < 0.4 * n  # sparse: several chunks
     assert np.sum(at_max) > 0.4 * n  # flagging every row is the dense case
-    check = jax.jit(_binning.correct_given_max)
+    check = jax.jit(_first_max.correct_given_max)
     np.testing.assert_array_equal(check(zj, yj, top, jnp.asarray(tied)), expected)
     np.testing.assert_array_equal(check(zj, yj, top, jnp.ones(n, bool)), expected)
     # Unflagged rows are decided by the maximum alone: the flag is what makes ties exact.
@@ -300,12 +300,12 @@ def test_wide_rows_with_ties_give_numpy_argmax_results_in_every_metric(k):
     y = np.clip(y, 0, k - 1)
     zj, yj = jnp.asarray(z), jnp.asarray(y)
     expected = z.argmax(1) == y
-    assert _binning.recheck_pays(zj)
-    _, correct, _ = jax.jit(_binning.top_label_of_logits)(zj, yj)
+    assert _first_max.recheck_pays(zj)
+    _, correct, _ = jax.jit(_first_max.top_label_of_logits)(zj, yj)
     np.testing.assert_array_equal(correct, expected)
     p = jax.nn.softmax(zj)
     np.testing.assert_array_equal(np.asarray(p).argmax(1), z.argmax(1))  # ties stay exact
-    top, correct_p = jax.jit(_binning.top_label_of_probs)(p, yj, p.max(1), p.sum(1))
+    top, correct_p = jax.jit(_first_max.top_label_of_probs)(p, yj, p.max(1), p.sum(1))
     np.testing.assert_array_equal(correct_p, expected)
     np.testing.assert_array_equal(top, np.asarray(p).max(1))
     p64 = np.asarray(p, np.float64)
@@ -460,7 +460,7 @@ def test_bf16_gives_float32_answer_to_bf16_tolerance():
     # The bf16 answer is exactly the float32 computation on the bf16 values (whose rows sum to 1
     # only within bf16 tolerance, so float32 input of them is invalid: go to the engine).
     d = cm.reliability_diagram(pb, yj)
-    conf32, correct32, _ = _binning.first_max_correct(pb.astype(jnp.float32), yj)
+    conf32, correct32, _ = _first_max.first_max_correct(pb.astype(jnp.float32), yj)
     d32 = _binned.diagram_from_sums(_binning.bin_sums(conf32, correct32, 15))
     np.testing.assert_array_equal(d.count, d32.count)
     np.testing.assert_allclose(d.confidence, d32.confidence, rtol=1e-6)

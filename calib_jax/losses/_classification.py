@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from calib_jax import _validation
+from calib_jax import _tuning, _validation
 from calib_jax.losses import _common
 
 Array = jax.Array
@@ -121,7 +121,7 @@ def label_smoothing_cross_entropy(
     # 1.4 ms at K = 100, equal at K = 1000, for 10^7 logits).
     # ε is applied before the subtraction of ε·m (and 1/K before the sum): ε·(mean_k z_k - m)
     # formed in that order overflows for logits near the float maximum although the loss does not.
-    if num_classes <= 32:
+    if num_classes <= _tuning.current().matvec_max_classes:
         uniform = jnp.full((num_classes,), 1 / num_classes, z.dtype) * epsilon
         smooth = jnp.matmul(z, uniform, precision=jax.lax.Precision.HIGHEST) - epsilon * m
     else:

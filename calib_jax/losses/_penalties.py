@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from calib_jax import _binning
+from calib_jax import _first_max
 from calib_jax.losses import _common
 
 Array = jax.Array
@@ -93,7 +93,7 @@ def dca_penalty(logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None
       on Medical Imaging Classification", BMVC 2020 (code: GB-TonyLiang/DCA, ``loss_fn.py``).
     """
     z, labels, valid, count, num_classes = _flat_batch(logits, labels, where)
-    _, correct, _ = _binning.top_label_of_logits(jax.lax.stop_gradient(z), labels)
+    _, correct, _ = _first_max.top_label_of_logits(jax.lax.stop_gradient(z), labels)
     confidence = _top_probability(z)
     zero = jnp.zeros((), z.dtype)
     gap = jnp.sum(jnp.where(valid, confidence - correct.astype(z.dtype), zero)) / count

@@ -34,10 +34,12 @@ check can see it: pass larger weights as floats.)
 
 Cost of the top-label pass over ``[N, K]`` input: the row maximum and the softmax normaliser (or
 the probability-row check) read it about twice. The first-maximum tie rule needs a row re-read
-only where the label attains a maximum that may be tied (confidence at most 1/2); from ``2^21``
-scores on with ``K > 64``, only those rows are re-read, so the cost grows with the number of
-correct predictions of confidence at most 1/2 and is capped at one extra pass (taken whenever
-more than 40% of the rows need it).
+only where the label attains a maximum that may be tied (confidence at most 1/2); on XLA:CPU,
+from ``2^21`` scores on with ``K > 64``, only those rows are re-read, so the cost grows with the
+number of correct predictions of confidence at most 1/2 and is capped at one extra pass (taken
+whenever more than 40% of the rows need it). These size thresholds were measured on XLA:CPU; on
+other backends the metrics take the plain formulations (``argmax``, row reductions, a sort for
+AdaECE), which give the same numbers.
 """
 
 from calib_jax._binning import BinSums

@@ -8,7 +8,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from calib_jax import _binning
+from calib_jax import _binning, _tuning
 from calib_jax import _validation as v
 from calib_jax.metrics import _inputs
 
@@ -36,10 +36,9 @@ def unpack_key(key: Array) -> tuple[Array, Array]:
     return conf, (key & 1).astype(jnp.float32)
 
 
-# Exact selection instead of a sort: from this many samples on (and for up to _SELECT_MAX_BINS
-# bins), two histogram passes over the packed keys find the bin boundaries. Below it the fixed
-# cost of the 2^16-bucket histogram exceeds the sort.
-_SELECT_MIN_SAMPLES = 2**15
+# Exact selection instead of a sort: from _tuning's select_min_samples on (and for up to
+# _SELECT_MAX_BINS bins), two histogram passes over the packed keys find the bin boundaries.
+# Below it the fixed cost of the 2^16-bucket histogram exceeds the sort.
 _SELECT_MAX_BINS = 64
 _LO_BITS = 15  # keys are below 2^31: 16 high bits (first pass) + 15 low bits (second pass)
 
@@ -47,10 +46,11 @@ _LO_BITS = 15  # keys are below 2^31: 16 high bits (first pass) + 15 low bits (s
 @functools.partial(jax.jit, static_argnames=("num_bins",))
 def equal_mass_ece(conf: Array, correct: Array, w: Array | None, num_bins: int) -> Array:
     """AdaECE with ``np.array_split``-sized bins over the sorted confidences (see
-    :func:`equal_mass_ece_by_sort`; for unit, mask or integer weights on ``N >= 2^15`` samples
-    the same value comes from :func:`equal_mass_ece_by_select`, without a sort)."""
+    :func:`equal_mass_ece_by_sort`; for unit, mask or integer weights on XLA:CPU from ``2^15``
+    samples on the same value comes from :func:`equal_mass_ece_by_select`, without a sort)."""
     integral = w is None or not jnp.issubdtype(w.dtype, jnp.floating)
-    if integral and conf.shape[0] >= _SELECT_MIN_SAMPLES and num_bins <= _SELECT_MAX_BINS:
+    large = conf.shape[0] >= _tuning.current().select_min_samples
+    if integral and large and num_bins <= _SELECT_MAX_BINS:
         return equal_mass_ece_by_select(conf, correct, w, num_bins)
     return equal_mass_ece_by_sort(conf, correct, w, num_bins)
 
@@ -254,9 +254,9 @@ def ada_ece(
     Top-label confidence and first-maximum prediction for ``[N, K]`` input; positive-class for
     binary ``[N]`` input (as for :func:`ece`). Sums in float32; the confidences are sorted as
     float32 (float64 input loses its extra precision in the ordering only). Cost: one int32 sort
-    of ``N`` packed keys; for ``N >= 2^15`` with no weights, a mask or integer weights, and up
-    to 64 bins, an exact radix selection of the bin boundaries instead (three scatters over
-    ``N``, the same value without sorting).
+    of ``N`` packed keys; on XLA:CPU, for ``N >= 2^15`` with no weights, a mask or integer
+    weights, and up to 64 bins, an exact radix selection of the bin boundaries instead (three
+    scatters over ``N``, the same value without sorting).
 
     Args:
       predictions: ``[N, K]`` class probabilities or ``[N]`` binary positive-class probabilities.

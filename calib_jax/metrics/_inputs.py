@@ -24,14 +24,16 @@ Input conventions shared by all metrics:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from calib_jax import _binning
+from calib_jax import _binning, _first_max
 from calib_jax import _validation as v
+from calib_jax.metrics import _per_sample
 
 Array = jax.Array
 
@@ -190,32 +192,40 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
     NaN, never a plausible number, also under ``jit`` where value checks are not raised.
     Logits need no row check: NaN or inf logits already give a NaN confidence.
     """
-    from_logits = v.check_static_bool(from_logits, "from_logits")
-    c = validate(probs, labels, where, weights, "logits" if from_logits else "probs")
-    x = v.to_compute_dtype(probs)
-    labels = c.labels
-    if from_logits:
-        v.check_finite(x, "logits", c.keep)
-        if c.k is None:
-            conf = jax.nn.sigmoid(x)
-            correct = labels == 1
-            valid = labels >= 0
-        else:
-            _, correct, norm = _binning.top_label_of_logits(x, labels)
-            # max softmax = exp(0) / sum(exp(z - max)): the same float as max(softmax(z)).
-            conf = 1.0 / norm
-            valid = labels >= 0
-    elif c.k is None:
-        conf, correct = x, labels == 1
-        valid = (labels >= 0) & v.check_probabilities(probs, "probs", c.keep)
-    else:
-        row_ok, row_max, row_sum = v.probability_rows(probs, "probs", c.keep)
-        conf, correct = _binning.top_label_of_probs(x, labels, row_max, row_sum)
-        valid = (labels >= 0) & row_ok
-    conf = jnp.where(valid, conf, jnp.nan)
+    x, labels, c, row_stats = checked_rows(probs, labels, where, weights, from_logits)
     if c.keep is not None:
         v.check_value(jnp.any(c.keep), "every sample is masked out (where/weights): no data.")
+    conf, correct = _top_label(x, labels, row_stats, from_logits)
     return conf, correct, c.weights
+
+
+@functools.partial(jax.jit, static_argnames=("from_logits",))
+def _top_label(x, labels, row_stats, from_logits):
+    q = _per_sample.per_sample(x, labels, from_logits=from_logits, row_stats=row_stats)
+    return q.confidence, q.correct
+
+
+def checked_rows(predictions, labels, where, weights, from_logits):
+    """:func:`validate` plus the row checks: ``(x, labels, checked, row_stats)``.
+
+    Logits must be finite; probability rows must lie on the simplex. An invalid row gets label
+    ``-1`` (NaN downstream). ``row_stats`` is the row maximum and sum that the check of
+    ``[N, K]`` probabilities computes (they also give the first-maximum tie test), else None.
+    """
+    from_logits = v.check_static_bool(from_logits, "from_logits")
+    c = validate(predictions, labels, where, weights, "logits" if from_logits else "probs")
+    x = jnp.asarray(predictions)
+    labels = c.labels
+    row_stats = None
+    if from_logits:
+        v.check_finite(x, "logits", c.keep)
+    elif x.ndim == 2:
+        row_ok, row_max, row_sum = v.probability_rows(x, "probs", c.keep)
+        labels = poison_labels(labels, row_ok)
+        row_stats = (row_max, row_sum)
+    else:
+        labels = poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
+    return x, labels, c, row_stats
 
 
 def two_columns(probs: Array) -> Array:
@@ -239,7 +249,7 @@ def top_label_correct(scores, labels, where=None, weights=None, *, binary_thresh
         correct = (x > binary_threshold) == (labels == 1)
         valid = (labels >= 0) & jnp.isfinite(x)
     else:
-        _, correct, _ = _binning.first_max_correct(x, labels)
+        _, correct, _ = _first_max.first_max_correct(x, labels)
         valid = (labels >= 0) & jnp.all(jnp.isfinite(x), axis=-1)
     if c.keep is not None:
         valid = valid | ~c.keep

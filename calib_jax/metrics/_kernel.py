@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from calib_jax import _binning
+from calib_jax import _binning, _tuning
 from calib_jax import _validation as v
 from calib_jax.metrics import _inputs
 
@@ -92,7 +92,7 @@ def _block(p: Array, r: Array, w: Array | None, bandwidth: Array, kernel: str) -
     m, k = p.shape[0] // 2, p.shape[1]
     pairs = lambda x: x[: 2 * m].reshape(m, 2 * k)
     pp, rr = pairs(p), pairs(r)
-    if k <= _binning.UNROLL_MAX_COLUMNS:
+    if k <= _tuning.current().unroll_max_columns:
         # Column by column: XLA:CPU's reductions along a short minor axis ran 5x slower.
         sq = sum((pp[:, j] - pp[:, k + j]) ** 2 for j in range(k))
         inner = sum(rr[:, j] * rr[:, k + j] for j in range(k))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from calib_jax import _binning
 from calib_jax import _validation as v
-from calib_jax.metrics import _adaptive, _binned, _inputs, _scores, _wider
+from calib_jax.metrics import _adaptive, _binned, _inputs, _per_sample, _scores, _wider
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -68,120 +68,18 @@ class CalibrationReport(NamedTuple):
         return "\n".join(["CalibrationReport(", *rows, ")"])
 
 
-class _Pass(NamedTuple):
-    """Per-sample quantities of one pass over the logits, shared by every metric."""
-
-    conf: Array
-    correct: Array
-    probs: Array  # [N, K], or [N] positive-class probabilities of binary input
-    nll: Array
-    brier: Array
-    hit: Array
-
-
-def logits_pass(logits: Array, labels: Array) -> _Pass:
-    """Softmax, its maximum, the first-maximum correctness, NLL and Brier from one softmax.
-
-    ``[N]`` binary logits give the positive-class quantities (confidence ``σ(z)``, "correct"
-    means ``label == 1``, accuracy thresholds ``σ(z) > 0.5``); their ``probs`` is ``σ(z)`` ``[N]``,
-    which :func:`calib_jax._binning.classwise_gap_sums` takes as the two columns ``[1 - p, p]``.
-    """
-    z = v.to_compute_dtype(logits)
-    if z.ndim == 1:
-        valid = (labels == 0) | (labels == 1)
-        p = jax.nn.sigmoid(z)
-        conf = jnp.where(valid, p, jnp.nan)
-        positive = labels == 1
-        return _Pass(
-            conf=conf,
-            correct=positive,
-            probs=p,
-            nll=_scores.per_sample_nll(z, labels),
-            brier=_scores.per_sample_brier(p, labels),
-            hit=(z > 0) == positive,
-        )
-    # Row max and sum as plain reductions, materialised by the barrier: the [N, K] consumers
-    # below would otherwise recompute them per element.
-    top = jax.lax.optimization_barrier(jnp.max(z, axis=-1))
-    s = jax.lax.optimization_barrier(jnp.sum(jnp.exp(z - top[:, None]), axis=-1))
-    if _binning.recheck_pays(z):
-        hit = _binning.correct_given_max(z, labels, top, s >= _binning.TIE_FACTOR)
-    else:
-        _, hit, _ = _binning.first_max_correct(z, labels)
-    p = jnp.exp(z - top[:, None]) / s[:, None]
-    log_p_y = v.take_label(z, labels) - top - jnp.log(s)
-    conf = jnp.where(jnp.isnan(log_p_y), jnp.nan, 1.0 / s)
-    p_y = jnp.exp(log_p_y)
-    return _Pass(
-        conf=conf,
-        correct=hit,
-        probs=p,
-        nll=-log_p_y,
-        brier=jnp.sum(p * p, axis=-1) - 2 * p_y + 1,
-        hit=hit,
-    )
-
-
-def probs_pass(p: Array, labels: Array, row_stats: tuple[Array, Array] | None) -> _Pass:
-    """Per-sample quantities of checked probabilities; ``row_stats`` is the row maximum and sum
-    of :func:`calib_jax._validation.probability_rows` for ``[N, K]`` input."""
-    x = v.to_compute_dtype(p)
-    if x.ndim == 1:
-        valid = (labels == 0) | (labels == 1)
-        positive = labels == 1
-        return _Pass(
-            conf=jnp.where(valid, x, jnp.nan),
-            correct=positive,
-            probs=x,
-            nll=-jnp.log(jnp.where(positive, x, 1 - x)) + jnp.where(valid, 0, jnp.nan),
-            brier=_scores.per_sample_brier(x, labels),
-            hit=(x > 0.5) == positive,
-        )
-    top, hit = _binning.top_label_of_probs(x, labels, *row_stats)
-    p_y = v.take_label(x, labels)
-    return _Pass(
-        conf=jnp.where(jnp.isnan(p_y), jnp.nan, top),
-        correct=hit,
-        probs=x,
-        nll=-jnp.log(p_y),
-        brier=_scores.per_sample_brier(x, labels),
-        hit=hit,
-    )
-
-
-def pass_inputs(predictions, labels, where, weights, from_logits: bool):
-    """Checked input of :func:`logits_pass` / :func:`probs_pass` (the report and the state):
-    ``(x, labels, checked, row_stats)``. An invalid probability row gets an out-of-range label
-    (NaN confidence, NLL and Brier); ``row_stats`` is the row maximum and sum of the
-    probability check for ``[N, K]`` probabilities, which also give the first-maximum tie test.
-    """
-    c = _inputs.validate(predictions, labels, where, weights, "logits" if from_logits else "probs")
-    x = jnp.asarray(predictions)
-    labels = c.labels
-    row_stats = None
-    if from_logits:
-        v.check_finite(x, "logits", c.keep)
-    elif x.ndim == 2:
-        row_ok, row_max, row_sum = v.probability_rows(x, "probs", c.keep)
-        labels = _inputs.poison_labels(labels, row_ok)
-        row_stats = (row_max, row_sum)
-    else:
-        labels = _inputs.poison_labels(labels, v.check_probabilities(x, "probs", c.keep))
-    return x, labels, c, row_stats
-
-
 @functools.partial(jax.jit, static_argnames=("num_bins", "from_logits"))
 def _report(x, labels, where, num_bins: int, from_logits: bool, row_stats=None):
-    q = logits_pass(x, labels) if from_logits else probs_pass(x, labels, row_stats)
-    sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
+    q = _per_sample.per_sample(x, labels, from_logits=from_logits, row_stats=row_stats, scores=True)
+    sums = _binning.bin_sums(q.confidence, q.correct, num_bins, where)
     gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
     return report_from_sums(
         sums,
-        ada_ece=_adaptive.equal_mass_ece(q.conf, q.correct, where, num_bins),
+        ada_ece=_adaptive.equal_mass_ece(q.confidence, q.correct, where, num_bins),
         classwise_ece=_binned.classwise_from_sums(gaps, _binned.total_weight(sums)),
         nll=_scores.weighted_mean(q.nll, where),
         brier=_scores.weighted_mean(q.brier, where),
-        accuracy=_scores.weighted_mean(q.hit.astype(q.conf.dtype), where),
+        accuracy=_scores.weighted_mean(q.hit.astype(q.confidence.dtype), where),
     )
 
 
@@ -283,7 +181,7 @@ def calibration_report(
     """
     num_bins = v.check_num_bins(num_bins)
     from_logits = v.check_static_bool(from_logits, "from_logits")
-    x, labels, c, row_stats = pass_inputs(predictions, labels, where, weights, from_logits)
+    x, labels, c, row_stats = _inputs.checked_rows(predictions, labels, where, weights, from_logits)
     if c.keep is not None:
         v.check_value(jnp.any(c.keep), "every sample is masked out (where/weights): no data.")
     return _report(x, labels, c.weights, num_bins, from_logits, row_stats)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from calib_jax import _validation as v
-from calib_jax.metrics import _inputs
+from calib_jax.metrics import _inputs, _per_sample
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -19,22 +21,10 @@ def weighted_mean(x: Array, w: Array | None) -> Array:
     return jnp.sum(jnp.where(w > 0, w * x, 0)) / jnp.sum(w)
 
 
-def per_sample_nll(logits: Array, labels: Array) -> Array:
-    """``-log softmax(z)[y]`` (``[N, K]``) or binary cross-entropy (``[N]`` logits)."""
-    if logits.ndim == 1:
-        valid = (labels == 0) | (labels == 1)
-        signed = jnp.where(labels == 1, logits, -logits)
-        return jnp.where(valid, -jax.nn.log_sigmoid(signed), jnp.nan)
-    return -v.take_label(jax.nn.log_softmax(logits, axis=-1), labels)
-
-
-def per_sample_brier(probs: Array, labels: Array) -> Array:
-    """``Σ_k (p_k - 1[k = y])²`` (``[N, K]``) or ``(p - y)²`` (binary ``[N]``)."""
-    if probs.ndim == 1:
-        valid = (labels == 0) | (labels == 1)
-        return jnp.where(valid, (probs - labels.astype(probs.dtype)) ** 2, jnp.nan)
-    # Σ_k p_k² - 2 p_y + 1: no [N, K] one-hot.
-    return jnp.sum(probs * probs, axis=-1) - 2 * v.take_label(probs, labels) + 1
+@functools.partial(jax.jit, static_argnames=("from_logits", "field"))
+def _mean_score(x, labels, w, row_stats, from_logits: bool, field: str) -> Array:
+    q = _per_sample.per_sample(x, labels, from_logits=from_logits, row_stats=row_stats, scores=True)
+    return weighted_mean(getattr(q, field), w)
 
 
 def nll(
@@ -79,17 +69,8 @@ def nll(
       Quiñonero-Candela et al., "Evaluating Predictive Uncertainty Challenge", 2006;
       Guo et al., ICML 2017.
     """
-    if v.check_static_bool(from_logits, "from_logits"):
-        c = _inputs.validate(predictions, labels, where, weights, "logits")
-        z = v.to_compute_dtype(predictions)
-        v.check_finite(z, "logits", c.keep)
-        return weighted_mean(per_sample_nll(z, c.labels), c.weights)
-    p, labels, c = _inputs.class_probabilities(predictions, labels, where, weights, False)
-    if p.ndim == 1:
-        p_y = jnp.where(labels == 1, p, jnp.where(labels == 0, 1 - p, jnp.nan))
-    else:
-        p_y = v.take_label(p, labels)
-    return weighted_mean(-jnp.log(p_y), c.weights)
+    x, labels, c, row_stats = _inputs.checked_rows(predictions, labels, where, weights, from_logits)
+    return _mean_score(x, labels, c.weights, row_stats, from_logits, "nll")
 
 
 def brier(
@@ -129,8 +110,8 @@ def brier(
       Review, 1950.
     """
     # An invalid row gets an out-of-range label: its Brier term is NaN.
-    p, labels, c = _inputs.class_probabilities(predictions, labels, where, weights, from_logits)
-    return weighted_mean(per_sample_brier(p, labels), c.weights)
+    x, labels, c, row_stats = _inputs.checked_rows(predictions, labels, where, weights, from_logits)
+    return _mean_score(x, labels, c.weights, row_stats, from_logits, "brier")
 
 
 def accuracy(

@@ -15,7 +15,7 @@ import numpy as np
 
 from calib_jax import _binning
 from calib_jax import _validation as v
-from calib_jax.metrics import _adaptive, _binned, _report
+from calib_jax.metrics import _adaptive, _binned, _inputs, _per_sample, _report
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -242,7 +242,7 @@ class CalibrationState(NamedTuple):
                 f"counts or bool, got dtype {v._dtype(weights)}; use the one-shot metrics "
                 "(calibration_report, ece, ...) for float weights."
             )
-        x, labels, c, row_stats = _report.pass_inputs(
+        x, labels, c, row_stats = _inputs.checked_rows(
             predictions, labels, where, weights, from_logits
         )
         return _batch_state(x, labels, c.weights, num_bins, from_logits, row_stats)
@@ -400,20 +400,17 @@ def _merge(a: CalibrationState, b: CalibrationState) -> CalibrationState:
 
 @functools.partial(jax.jit, static_argnames=("num_bins", "from_logits"))
 def _batch_state(x, labels, where, num_bins, from_logits, row_stats=None) -> CalibrationState:
-    if from_logits:
-        q = _report.logits_pass(x, labels)
-    else:
-        q = _report.probs_pass(x, labels, row_stats)
-    sums = _binning.bin_sums(q.conf, q.correct, num_bins, where)
+    q = _per_sample.per_sample(x, labels, from_logits=from_logits, row_stats=row_stats, scores=True)
+    sums = _binning.bin_sums(q.confidence, q.correct, num_bins, where)
     gaps = _binning.classwise_gap_sums(q.probs, labels, num_bins, where)
-    fine = fine_bucket(q.conf)
-    w = jnp.ones(q.conf.shape, jnp.int32) if where is None else where.astype(jnp.int32)
+    fine = fine_bucket(q.confidence)
+    w = jnp.ones(q.confidence.shape, jnp.int32) if where is None else where.astype(jnp.int32)
     slot = 2 * fine + q.correct.astype(jnp.int32)
     pairs = jnp.zeros((2 * NUM_FINE,), jnp.int32).at[slot].add(w).reshape(NUM_FINE, 2)
     fine_conf = (
         jnp.zeros((NUM_FINE,), jnp.float32)
         .at[fine]
-        .add(jnp.where(w > 0, w.astype(jnp.float32) * q.conf.astype(jnp.float32), 0))
+        .add(jnp.where(w > 0, w.astype(jnp.float32) * q.confidence.astype(jnp.float32), 0))
     )
     zero = jnp.zeros((), jnp.float32)
     return CalibrationState(

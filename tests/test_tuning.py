@@ -1,0 +1,88 @@
+"""The backend-keyed tuning table: every tuned formulation gives the plain path's numbers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from calib_jax import _first_max, _tuning
+from calib_jax import metrics as cm
+
+# Small thresholds so that every tuned branch runs on test-sized arrays: the column loop up to
+# 8 columns, the re-read of possibly tied rows from 1 score on (sparse below 40% of the rows).
+EVERY_BRANCH = _tuning.CPU._replace(
+    unroll_max_columns=8, recheck_min_scores=1, select_min_samples=64, matvec_max_classes=8
+)
+TABLES = {"plain": _tuning.PLAIN, "cpu": _tuning.CPU, "every_branch": EVERY_BRANCH}
+
+
+def _scores(n, k, seed):
+    """Rows with ties of the maximum (coarse values), labels hitting the first, a later tied
+    and a non-maximal column."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 4, size=(n, k)).astype(np.float32)
+    first = z.argmax(1)
+    last = k - 1 - z[:, ::-1].argmax(1)
+    pick = rng.integers(0, 3, n)
+    y = np.where(pick == 0, first, np.where(pick == 1, last, rng.integers(0, k, n)))
+    return z, y.astype(np.int32)
+
+
+def _first_max_under(table, z, y):
+    with _tuning.override(table):
+        top, correct, norm = _first_max.first_max_correct(jnp.asarray(z), jnp.asarray(y))
+        _, recheck = _first_max.top_label_of_probs(
+            jnp.asarray(z), jnp.asarray(y), jnp.asarray(z.max(1)), jnp.asarray(z.sum(1))
+        )
+    return np.asarray(top), np.asarray(correct), np.asarray(norm), np.asarray(recheck)
+
+
+@pytest.mark.parametrize("k", [5, 12])
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_first_max_matches_numpy_argmax(table, k):
+    z, y = _scores(257, k, seed=k)
+    top, correct, norm, recheck = _first_max_under(TABLES[table], z, y)
+    ref = z.argmax(1) == y  # NumPy's first-maximum rule
+    assert ref.any() and (~ref).any() and ((z == z.max(1, keepdims=True)).sum(1) > 1).any()
+    np.testing.assert_array_equal(correct, ref)
+    np.testing.assert_array_equal(recheck, ref)
+    np.testing.assert_array_equal(top, z.max(1))
+    np.testing.assert_allclose(norm, np.exp(z - z.max(1, keepdims=True)).sum(1), rtol=1e-6)
+
+
+def test_metrics_agree_across_tables():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 12)).astype(np.float32)
+    z[:40, 3] = z[:40].max(1)  # tied maxima: the tie rule decides these rows
+    y = rng.integers(0, 12, 300).astype(np.int32)
+    results = []
+    # The report runs every tuned branch at once: first maximum, AdaECE's selection, scores.
+    for table in (_tuning.PLAIN, EVERY_BRANCH):
+        with _tuning.override(table):
+            results.append(cm.calibration_report(z, y, from_logits=True).to_dict())
+    assert results[0]["ece"] > 0 and results[0]["ada_ece"] > 0
+    # Equal up to float32 rounding (the formulations sum in different orders).
+    for name, value in results[0].items():
+        np.testing.assert_allclose(results[1][name], value, rtol=2e-6, atol=1e-7, err_msg=name)
+
+
+def test_label_smoothing_agrees_across_tables():
+    from calib_jax import losses
+
+    rng = np.random.default_rng(1)
+    z = jnp.asarray(rng.normal(size=(64, 6)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 6, 64).astype(np.int32))
+    loss = jax.jit(lambda z, y: losses.label_smoothing_cross_entropy(z, y, epsilon=0.1))
+    tuned = loss(z, y)  # the matrix-vector path on CPU
+    with _tuning.override(_tuning.PLAIN):
+        plain = loss(z, y)
+    np.testing.assert_allclose(np.asarray(tuned), np.asarray(plain), rtol=1e-6)
+
+
+def test_table_is_keyed_on_the_default_backend(monkeypatch):
+    assert _tuning.current() == (_tuning.CPU if jax.default_backend() == "cpu" else _tuning.PLAIN)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert _tuning.current() == _tuning.PLAIN  # unmeasured backends take the plain paths
+    with _tuning.override(EVERY_BRANCH):
+        assert _tuning.current() == EVERY_BRANCH
+    assert _tuning.current() == _tuning.PLAIN
