@@ -7,18 +7,21 @@ objective at each λ with the same 5-fold cross-validation for Dirichlet). Our f
 and warm (compile time excluded). Run: ``python -m benchmarks.bench_calibrators_wider``;
 ``python -m benchmarks.bench_calibrators_wider venn_abers`` times only the Venn-Abers fit:
 the hull-bridge path against the O(N^2) minimax path it replaced and against venn-abers, at
-10k and 50k binary scores; ``... dirichlet`` times only Dirichlet calibration (one λ against
-torch-uncertainty's ``DirichletScaler``, the same ODIR objective; the 5-fold × 5-λ search
-against the scipy fits with the same CV) with one timing and one pair per row.
+10k and 50k binary scores; ``... dirichlet`` times only Dirichlet calibration at 10k×10 and
+50k×100 (one λ against torch-uncertainty's ``DirichletScaler``, the same ODIR objective; the
+5-fold × 5-λ search against the scipy fits with the same CV) in alternating pairs.
 """
 
 from __future__ import annotations
 
+import time
+
 import jax
 import numpy as np
+import threadpoolctl
 from scipy import optimize
 
-from benchmarks._harness import paired_ratio, time_ms
+from benchmarks._harness import block, paired_ratio, time_ms
 from calib_jax import calibrators as cal
 
 N, K = 10_000, 10
@@ -52,8 +55,8 @@ def _ets_scipy(z, y):
     ).x
 
 
-def _dirichlet_scipy_fit(logp, y, lam):
-    n = len(y)
+def _dirichlet_scipy_fit(logp, y, lam, blas_threads=1):
+    n, K = logp.shape
 
     def f(theta):
         w, b = theta[: K * K].reshape(K, K), theta[K * K :]
@@ -72,7 +75,10 @@ def _dirichlet_scipy_fit(logp, y, lam):
         return val, np.concatenate([gw.ravel(), gb])
 
     init = np.concatenate([np.eye(K).ravel(), np.zeros(K)])
-    return optimize.minimize(f, init, jac=True, method="L-BFGS-B").x
+    # One BLAS thread by default: threaded OpenBLAS on L-BFGS-B's small vectors was ~40x
+    # slower on the busy 2-core machine (10k×10); large matrices may gain from threads.
+    with threadpoolctl.threadpool_limits(blas_threads):
+        return optimize.minimize(f, init, jac=True, method="L-BFGS-B").x
 
 
 def _dirichlet_scipy(z, y, lambdas, folds=5):
@@ -181,55 +187,105 @@ def _tu_dirichlet_scaler():
     return importlib.import_module(module).DirichletScaler
 
 
-def dirichlet_paths(lam: float = 1e-2) -> None:
-    """Dirichlet calibration at one λ vs torch-uncertainty, and the CV search vs scipy."""
+def _pairs(ours, peer, pairs):
+    """Alternating pairs (ours first on even pairs): median ms of each side, median ratio and
+    the range of the per-pair ratios."""
+    block(ours())
+    block(peer())
+    times = []
+    for i in range(pairs):
+        pair = [0.0, 0.0]
+        for j in (0, 1) if i % 2 == 0 else (1, 0):
+            t0 = time.perf_counter()
+            block((ours, peer)[j]())
+            pair[j] = (time.perf_counter() - t0) * 1e3
+        times.append(pair)
+    times = np.asarray(times)
+    ratios = times[:, 0] / times[:, 1]
+    return *np.median(times, 0), np.median(ratios), ratios.min(), ratios.max()
+
+
+def _logits(n, k, seed=0):
+    rng = np.random.default_rng(seed)
+    z = 3.0 * rng.standard_normal((n, k))
+    y = (_softmax(z).cumsum(-1) > rng.random((n, 1))).argmax(-1).astype(np.int32)
+    return (2.5 * z).astype(np.float32), y
+
+
+def dirichlet_paths(
+    pairs: int = 5,
+    sizes: tuple[tuple[int, int], ...] = ((10_000, 10), (50_000, 100)),
+    lam: float = 1e-2,
+) -> None:
+    """Dirichlet calibration at one λ vs torch-uncertainty, and the CV search vs scipy.
+
+    Every row alternates ours and the peer ``pairs`` times (compile and warm-up excluded) and
+    checks first that both reach the same penalised NLL (float64). The scipy CV at 50k×100
+    (26 fits of 10,100 parameters) is out of reach on the 2-core machine; there one scipy fit
+    at one λ is timed against ours instead.
+    """
+    import os
+
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
     DirichletScaler = _tu_dirichlet_scaler()
-
-    z, y, _, _ = _data(0)
-    logp = np.log(_softmax(z.astype(np.float64)))
-    # One λ: the public fit still runs its CV folds (here 2) beside the all-rows fit.
-    one = jax.jit(cal.dirichlet_calibration(lambdas=(lam,), num_folds=2).fit)
-    loader = DataLoader(TensorDataset(torch.from_numpy(z), torch.from_numpy(y).long()), len(y))
-
-    def peer():
-        scaler = DirichletScaler(K, lambda_reg=lam, mu_reg=lam)
-        scaler.fit(loader, progress=False)
-        return scaler
-
-    params = one(z, y)
-    scaler = peer()
-    w_t, b_t = (t.detach().numpy() for t in scaler.inv_temperature)
-    off = 1 - np.eye(K)
-
-    def objective(w, b):
-        w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
-        return _nll(logp, y, w, b) + lam * (np.sum((w * off) ** 2) / (K * (K - 1)) + np.mean(b**2))
-
-    print("| fit | ours (ms) | peer (ms) | ours / peer (paired) | objective ours / peer |")
-    print("|---|---|---|---|---|")
-    ours_ms = time_ms(lambda: one(z, y), repeats=1)
-    peer_ms = time_ms(peer, repeats=1)
-    ratio = paired_ratio(one, (z, y), peer, (), 1)
-    obj = f"{objective(params.weight, params.bias):.5f} / {objective(w_t, b_t):.5f}"
-    print(
-        f"| dirichlet_calibration, λ = {lam:g} (10k×10; 2 CV folds + all rows) vs "
-        f"torch-uncertainty DirichletScaler | {ours_ms:.1f} | {peer_ms:.1f} | {ratio:.3f}x | "
-        f"{obj} |",
-        flush=True,
-    )
     lambdas = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    cv = jax.jit(cal.dirichlet_calibration(lambdas=lambdas).fit)
-    ours_ms = time_ms(lambda: cv(z, y), repeats=1)
-    peer_ms = time_ms(lambda: _dirichlet_scipy(z, y, lambdas), repeats=1)
-    ratio = paired_ratio(cv, (z, y), lambda: _dirichlet_scipy(z, y, lambdas), (), 1)
-    print(
-        f"| dirichlet_calibration (10k×10, 5 folds × 5 λ) vs scipy L-BFGS-B (same CV) | "
-        f"{ours_ms:.1f} | {peer_ms:.1f} | {ratio:.3f}x | |",
-        flush=True,
-    )
+    print(f"load average {os.getloadavg()}, torch threads {torch.get_num_threads()}")
+    print("| fit | ours (ms) | peer (ms) | ours / peer (median, range) | objective ours / peer |")
+    print("|---|---|---|---|---|")
+
+    def row(name, ours_ms, peer_ms, ratio, lo, hi, obj=""):
+        print(
+            f"| {name} | {ours_ms:,.0f} | {peer_ms:,.0f} | {ratio:.3f}x ({lo:.3f}-{hi:.3f}) | "
+            f"{obj} |",
+            flush=True,
+        )
+
+    for n, k in sizes:
+        z, y = _logits(n, k)
+        logp = np.log(_softmax(z.astype(np.float64)))
+        off = 1 - np.eye(k)
+        one = jax.jit(cal.dirichlet_calibration(lambdas=(lam,)).fit)
+        loader = DataLoader(TensorDataset(torch.from_numpy(z), torch.from_numpy(y).long()), n)
+
+        def peer(k=k, loader=loader):
+            scaler = DirichletScaler(k, lambda_reg=lam, mu_reg=lam)
+            scaler.fit(loader, progress=False)
+            return scaler
+
+        def objective(w, b, logp=logp, y=y, off=off, k=k):
+            w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+            penalty = np.sum((w * off) ** 2) / (k * (k - 1)) + np.mean(b**2)
+            return _nll(logp, y, w, b) + lam * penalty
+
+        params = one(z, y)
+        w_t, b_t = (t.detach().numpy() for t in peer().inv_temperature)
+        obj = f"{objective(params.weight, params.bias):.5f} / {objective(w_t, b_t):.5f}"
+        name = f"one λ = {lam:g}, {n // 1000}k×{k}, vs torch-uncertainty DirichletScaler"
+        row(name, *_pairs(lambda one=one, z=z, y=y: one(z, y), peer, pairs), obj)
+
+        cv = jax.jit(cal.dirichlet_calibration(lambdas=lambdas).fit)
+        if n * k <= 100_000:
+            scipy_cv = lambda z=z, y=y: _dirichlet_scipy(z, y, lambdas)
+            name = f"5 folds × 5 λ, {n // 1000}k×{k}, vs scipy L-BFGS-B (same CV)"
+            row(name, *_pairs(lambda cv=cv, z=z, y=y: cv(z, y), scipy_cv, pairs))
+        else:
+            fit = lambda logp=logp, y=y: _dirichlet_scipy_fit(logp, y, lam, blas_threads=None)
+            theta = fit()
+            w_s, b_s = theta[: k * k].reshape(k, k), theta[k * k :]
+            obj = f"{objective(params.weight, params.bias):.5f} / {objective(w_s, b_s):.5f}"
+            name = f"one λ = {lam:g}, {n // 1000}k×{k}, vs one scipy L-BFGS-B fit"
+            row(name, *_pairs(lambda one=one, z=z, y=y: one(z, y), fit, max(pairs // 2, 1)), obj)
+            t0 = time.perf_counter()
+            block(cv(z, y))
+            compile_and_run = time.perf_counter() - t0
+            ours_ms = time_ms(lambda cv=cv, z=z, y=y: cv(z, y), repeats=1, warmup=0)
+            print(
+                f"| 5 folds × 5 λ, {n // 1000}k×{k}, ours alone (first call "
+                f"{compile_and_run:,.1f} s) | {ours_ms:,.0f} | | | |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

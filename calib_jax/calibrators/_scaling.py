@@ -278,27 +278,37 @@ def temperature_scaling(
     return Calibrator(fit, apply, apply_logits, "logits")
 
 
-def _lbfgs(fun, init, *, max_iter: int, tol: float):
+def _lbfgs(fun, init, *, max_iter: int, tol: float, stop_on_stall: bool = False):
     """Minimise ``fun`` from ``init`` with optax L-BFGS in a ``lax.while_loop``.
 
-    Stops when the gradient norm is below ``tol`` or after ``max_iter`` iterations.
+    Stops when the gradient norm is below ``tol`` or after ``max_iter`` iterations; with
+    ``stop_on_stall``, also when an iteration moves no parameter by more than the float
+    resolution of the largest one (the gradient's rounding floor can lie above ``tol``).
     """
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(fun)
+    leaves = jax.tree.leaves(init)
+    eps = jnp.finfo(leaves[0].dtype).eps
+
+    def largest(tree):
+        return functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree)])
 
     def step(carry):
-        params, state = carry
+        params, state, _ = carry
         value, grad = value_and_grad(params, state=state)
         updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
-        return optax.apply_updates(params, updates), state
+        new = optax.apply_updates(params, updates)
+        if not stop_on_stall:
+            return new, state, jnp.asarray(True)
+        return new, state, largest(jax.tree.map(jnp.subtract, new, params)) > eps * largest(new)
 
     def cond(carry):
-        _, state = carry
+        _, state, moved = carry
         count = optax.tree.get(state, "count")
         grad = optax.tree.get(state, "grad")
-        return (count == 0) | ((count < max_iter) & (optax.tree.norm(grad) >= tol))
+        return (count == 0) | ((count < max_iter) & (optax.tree.norm(grad) >= tol) & moved)
 
-    return lax.while_loop(cond, step, (init, opt.init(init)))[0]
+    return lax.while_loop(cond, step, (init, opt.init(init), jnp.asarray(True)))[0]
 
 
 def _mean_nll(logits: Array, labels: Array, weights: Array) -> Array:
