@@ -170,6 +170,21 @@ def test_seed_table_is_mean_and_sample_std(tmp_path):
         aggregate.main([str(tmp_path / "s0"), str(tmp_path / "other")])
 
 
+def test_seed_table_accepts_runs_older_than_a_config_field(tmp_path):
+    from examples.compare_losses import aggregate, configs
+
+    default = configs.Config()
+    # s0 predates the `calibrators` and `ls_epsilon` fields; s1 names other calibrators.
+    _fake_run(tmp_path / "s0", 0, [_row("ce", "none", None, 0.1)])
+    _fake_run(tmp_path / "s1", 1, [_row("ce", "none", None, 0.2)], calibrators=["ts_nll"])
+    _fake_run(tmp_path / "s2", 2, [_row("ce", "none", None, 0.3)], ls_epsilon=default.ls_epsilon)
+    assert "| ce | none | 3 |" in aggregate.main([str(tmp_path / f"s{s}") for s in range(3)])
+    # A field absent from an old run counts as its default, so a run changing it is refused.
+    _fake_run(tmp_path / "s3", 3, [_row("ce", "none", None, 0.1)], ls_epsilon=0.2)
+    with pytest.raises(SystemExit):
+        aggregate.main([str(tmp_path / "s0"), str(tmp_path / "s3")])
+
+
 def test_sweep_table_and_plot(tmp_path):
     from examples.compare_losses import aggregate
 

@@ -4,15 +4,17 @@
     python -m examples.compare_losses.aggregate --sweep results/fmnist/sweep
 
 Each argument is a run's ``results.json`` or a folder holding one (searched recursively).
-Seeds: every run must have the same config apart from its seed and loss list; the table gives,
-per loss and calibration, the mean ± sample standard deviation (``ddof=1``) over the runs that
-trained that loss. Sweep: the rows of focal losses ``fl<γ>`` (and ``ce`` as γ = 0) give ECE and
-NLL before and after temperature scaling as a function of γ, as a table and ``gamma_sweep.png``.
+Seeds: every run must have the same config apart from its seed, loss list and calibrators; the
+table gives, per loss and calibration, the mean ± sample standard deviation (``ddof=1``) over
+the runs that trained that loss. Sweep: the rows of focal losses ``fl<γ>`` (and ``ce`` as
+γ = 0) give ECE and NLL before and after temperature scaling as a function of γ, as a table and
+``gamma_sweep.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from examples.compare_losses import configs
 from examples.compare_losses.compare import METRICS
 
 _FOCAL = re.compile(r"fl(\d+(?:\.\d+)?)")
@@ -36,9 +39,19 @@ def load_runs(paths: Sequence[str | Path]) -> list[dict]:
     return runs
 
 
+# Config fields that may differ between the runs of one table: the seed, the losses trained, and
+# the post-hoc calibrators (table rows only: they do not change training).
+_FREE_FIELDS = ("seed", "losses", "calibrators")
+
+
 def _same_setup(runs: list[dict]) -> None:
+    # A field added to Config after a run was made is absent from its results.json: the run
+    # used that field's default, the only behaviour the code had then.
+    defaults = json.loads(json.dumps(dataclasses.asdict(configs.Config())))
+
     def setup(run):
-        return {k: v for k, v in run["config"].items() if k not in ("seed", "losses")}
+        config = {**defaults, **run["config"]}
+        return {k: v for k, v in config.items() if k not in _FREE_FIELDS}
 
     for run in runs[1:]:
         if setup(run) != setup(runs[0]):
