@@ -144,6 +144,14 @@ METRIC_CASES: dict[str, Case] = {
         ),
         "CalibrationReport",
     ),
+    "SmoothECEState": Case(
+        lambda z, y: (
+            cm.SmoothECEState.empty()
+            .update(z[: N // 2], y[: N // 2], from_logits=True)
+            .update(_probs(z[N // 2 :]), y[N // 2 :])
+            .compute(bandwidth=0.1)
+        )
+    ),
 }
 
 
@@ -499,6 +507,7 @@ def test_result_types_and_state_round_trip_through_msgpack():
         if FUNCTION_CASES[name].returns is not None:
             _round_trip(_eager(name))
     _round_trip(TYPE_BUILDERS["BinSums"]())
+    _round_trip(cm.SmoothECEState.from_batch(z, y, from_logits=True))
 
 
 def test_params_restore_with_orbax(tmp_path):

@@ -76,3 +76,27 @@ def test_sharded_large_n_ada_ece_and_report_equal_unsharded():
     )
     r = jax.jit(functools.partial(cm.calibration_report, from_logits=True))(zs, ys)
     np.testing.assert_allclose(float(r.ada_ece), expected, atol=1e-6)
+
+
+def test_sharded_fine_histogram_estimates_and_smooth_ece_state_equal_one_device():
+    rng = np.random.default_rng(3)
+    n = 8 * 500
+    p = jnp.asarray(rng.beta(4, 2, size=n).astype(np.float32))
+    y = jnp.asarray((rng.random(n) < np.asarray(p)).astype(np.int32))
+    mesh = _mesh()
+
+    def per_device(p, y):
+        states = cm.CalibrationState.from_batch(p, y), cm.SmoothECEState.from_batch(p, y)
+        return jax.lax.psum(states, "data")
+
+    sharded = jax.jit(
+        jax.shard_map(per_device, mesh=mesh, in_specs=(P("data"), P("data")), out_specs=P())
+    )
+    state, smooth = sharded(p, y)
+    one = cm.CalibrationState.from_batch(p, y)
+    np.testing.assert_array_equal(state.fine_count, one.fine_count)
+    np.testing.assert_array_equal(state.fine_correct, one.fine_correct)
+    for name in ("ks_error", "ece_sweep", "aurc", "augrc"):
+        np.testing.assert_allclose(getattr(state, name)(), getattr(one, name)(), atol=1e-6)
+    np.testing.assert_allclose(state.selective_risk(0.5), one.selective_risk(0.5), atol=1e-6)
+    np.testing.assert_allclose(smooth.compute(), cm.smooth_ece(p, y), atol=1e-6)

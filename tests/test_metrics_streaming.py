@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calib_jax import metrics as cm
-from calib_jax.metrics import _streaming
+from calib_jax.metrics import _fine, _streaming
 
 
 def _data(n, k, seed, scale=3.0):
@@ -164,3 +164,97 @@ def test_streaming_compute_is_nan_in_every_field_after_an_invalid_sample():
     masked = cm.CalibrationState.from_batch(p.at[0].set(-1.0), y, where=jnp.arange(50) > 0)
     expected = cm.CalibrationState.from_batch(p[1:], y[1:]).compute()
     np.testing.assert_allclose(np.asarray(masked.compute()), np.asarray(expected), rtol=1e-6)
+
+
+def _binary(n, seed, tied):
+    rng = np.random.default_rng(seed)
+    if tied:
+        # Few distinct confidences, mixed correctness: boundaries fall inside crowded buckets.
+        conf = rng.choice(np.float32([0.4, 0.6, 0.7, 0.9, 0.95, 0.99]), size=n)
+    else:
+        conf = rng.beta(4, 2, size=n).astype(np.float32)
+    y = (rng.random(n) < np.clip(conf + 0.1 * (conf - 0.6), 0, 1)).astype(np.int32)
+    return jnp.asarray(conf), jnp.asarray(y)
+
+
+def test_fine_histogram_ks_sweep_and_selective_curves_lie_within_their_bounds():
+    # Binary positive-class input (the state's convention) of one shape for both data sets.
+    # (Streamed = one-shot histograms is tested above: the fine sums add exactly.)
+    n = 4000
+    p, y = _binary(n, seed=5, tied=False)
+    state = cm.CalibrationState.from_batch(p, y)
+    pt, yt = _binary(n, seed=6, tied=True)
+    tied = cm.CalibrationState.from_batch(pt, yt)
+    for s, x, labels in ((state, p, y), (tied, pt, yt)):
+        ks, ks_bound = s.ks_error()
+        exact_ks = float(cm.ks_error(x, labels))
+        # The bucket ends give a lower bound of the exact KS.
+        assert float(ks) - 1e-6 <= exact_ks <= float(ks) + float(ks_bound) + 1e-6
+        estimates = {
+            "ece_sweep": (s.ece_sweep(), cm.ece_sweep(x, labels)),
+            "aurc": (s.aurc(), cm.aurc(x, labels)),
+            "augrc": (s.augrc(), cm.augrc(x, labels)),
+            "risk": (s.selective_risk(0.37), cm.selective_risk(x, labels, coverage=0.37)),
+        }
+        for name, ((value, bound), exact) in estimates.items():
+            assert abs(float(value) - float(exact)) <= float(bound) + 1e-6, name
+    # Continuous confidences: every bound is far below the value it bounds.
+    for value, bound in (state.ks_error(), state.aurc(), state.augrc(), state.ece_sweep()):
+        assert float(bound) < 0.02 * float(value)
+    # Tied confidences: boundaries inside crowded mixed buckets give non-zero bounds.
+    assert float(tied.aurc()[1]) > 0 and float(tied.selective_risk(0.37)[1]) > 0
+    # vmap over stacked states equals each state alone.
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), state, tied)
+    both = jax.vmap(lambda s: (s.ks_error(), s.augrc(), s.aurc(), s.selective_risk(0.37)))(stacked)
+    for i, s in enumerate((state, tied)):
+        alone = (s.ks_error(), s.augrc(), s.aurc(), s.selective_risk(0.37))
+        np.testing.assert_allclose(
+            np.asarray(jax.tree.leaves(both))[:, i], np.asarray(jax.tree.leaves(alone)), rtol=1e-6
+        )
+    # An invalid sample leaves a NaN confidence sum in the state: every estimate is NaN.
+    bad = state._replace(fine_confidence=state.fine_confidence.at[40000].set(jnp.nan))
+    for value, bound in (bad.ks_error(), bad.aurc(), bad.augrc(), bad.ece_sweep()):
+        assert np.isnan(float(value)) and np.isnan(float(bound))
+    with pytest.raises(ValueError, match="coverage"):
+        state.selective_risk(0.0)
+    with pytest.raises(ValueError, match="p must"):
+        state.ece_sweep(p=0.5)
+
+
+def test_fine_bucket_edges_contain_their_confidences():
+    c = np.random.default_rng(7).random(20000).astype(np.float32)
+    c = np.concatenate([c, np.float32([0, 1e-30, 0.5, 1, 1 - 2**-24])])
+    b = np.asarray(_streaming.fine_bucket(jnp.asarray(c)))
+    lo = np.asarray(_streaming._fine_lo())
+    _, hi = _fine.bucket_edges(_streaming.FINE_BITS, _streaming._EXP_LO, _streaming._HALF)
+    assert np.all(lo[b] <= c) and np.all(c <= hi[b])
+
+
+def test_smooth_ece_state_streamed_equals_one_shot():
+    z, y = _data(6000, 10, seed=8)
+    state = sum(
+        cm.SmoothECEState.from_batch(z[i : i + 1500], y[i : i + 1500], from_logits=True)
+        for i in range(0, 6000, 1500)
+    )
+    for bandwidth in (None, 0.05):
+        np.testing.assert_allclose(
+            state.compute(bandwidth=bandwidth),
+            cm.smooth_ece(z, y, from_logits=True, bandwidth=bandwidth),
+            atol=1e-6,
+        )
+    diagram = state.reliability_diagram(num_points=50)
+    one = cm.smooth_reliability_diagram(z, y, from_logits=True, num_points=50)
+    np.testing.assert_allclose(diagram.curve, one.curve, atol=1e-5)
+    # Masks (padding) and the empty identity; an invalid unmasked label poisons the state.
+    mask = jnp.arange(6000) % 3 > 0
+    masked = cm.SmoothECEState.empty().update(z, y, from_logits=True, where=mask)
+    np.testing.assert_allclose(
+        masked.compute(), cm.smooth_ece(z, y, from_logits=True, where=mask), atol=1e-6
+    )
+    assert np.isnan(float(cm.SmoothECEState.empty().compute()))
+    batch = jax.jit(lambda z, y: cm.SmoothECEState.from_batch(z, y, from_logits=True))
+    assert np.isnan(float(batch(z[:1500], y[:1500].at[3].set(10)).compute()))
+    with pytest.raises(ValueError, match="labels must lie"):
+        cm.SmoothECEState.from_batch(z[:1500], y[:1500].at[3].set(10), from_logits=True)
+    with pytest.raises(TypeError, match="merge"):
+        state.merge(cm.CalibrationState.empty(10))

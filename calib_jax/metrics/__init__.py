@@ -70,6 +70,7 @@ from calib_jax.metrics._smooth import (
     smooth_ece,
     smooth_reliability_diagram,
 )
+from calib_jax.metrics._smooth_streaming import SmoothECEState
 from calib_jax.metrics._streaming import CalibrationState
 from calib_jax.metrics._wider import (
     ece_sweep,
@@ -86,6 +87,7 @@ __all__ = [
     "CalibrationState",
     "ReliabilityDiagram",
     "ScoreDecomposition",
+    "SmoothECEState",
     "SmoothReliabilityDiagram",
     "accuracy",
     "ada_ece",

@@ -15,7 +15,7 @@ import numpy as np
 
 from calib_jax import _binning
 from calib_jax import _validation as v
-from calib_jax.metrics import _adaptive, _binned, _inputs, _per_sample, _report
+from calib_jax.metrics import _adaptive, _binned, _fine, _inputs, _per_sample, _report, _selective
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -48,6 +48,12 @@ def _fine_width() -> np.ndarray:
     width = 2.0 ** (exponent - 127 - FINE_BITS)
     width[0] = 2.0**-24
     return np.concatenate([width, width[::-1]])
+
+
+@functools.cache
+def _fine_lo() -> Array:
+    """Lower confidence edge of each fine bucket (float32, rounded down)."""
+    return jnp.asarray(_fine.lower_edges_f32(FINE_BITS, _EXP_LO, _HALF))
 
 
 def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
@@ -362,6 +368,168 @@ class CalibrationState(NamedTuple):
           0.0000
         """
         return _ada_bound(self)
+
+    def ks_error(self) -> tuple[Array, Array]:
+        """KS calibration error of the streamed samples from the fine histogram, with its bound.
+
+        The running sum ``Σ (c - a)`` of :func:`~calib_jax.metrics.ks_error` is exact at the
+        end of every fine bucket (a group of equal confidences never spans two buckets), so the
+        value read there is a lower bound of the exact KS. Inside bucket ``b`` (``n_b``
+        samples, ``A_b`` correct, confidence sum ``C_b``, confidences ``>= lo_b``) the running
+        sum stays within ``[H_{b-1} - A_b (1 - lo_b), H_{b-1} + (n_b - A_b) C_b / n_b]``
+        whatever the order of its samples, so
+
+        .. math:: \\widetilde{\\mathrm{KS}} \\le \\mathrm{KS} \\le \\widetilde{\\mathrm{KS}}
+           + \\mathrm{bound}
+
+        with ``bound = max_b max(H_{b-1} + (n_b - A_b) C_b/n_b, A_b (1 - lo_b) - H_{b-1}) / N
+        - KS~`` (clipped at 0), up to float32 rounding of the sums. Only buckets with both
+        correct and wrong samples, or with a large count, contribute; tested against the exact
+        in-memory :func:`~calib_jax.metrics.ks_error`.
+
+        Returns:
+          ``(value, bound)``: float32 scalars; the exact KS lies in ``[value, value + bound]``.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> p = jnp.array([0.25, 0.25, 0.25, 0.25, 0.75, 0.75, 0.75, 0.75])
+          >>> y = jnp.array([0, 0, 0, 1, 0, 1, 1, 1])
+          >>> ks, bound = cj.metrics.CalibrationState.from_batch(p, 1 - y).ks_error()
+          >>> print(f"{float(ks):.4f} {float(bound):.4f}")
+          0.2500 0.0313
+        """
+        return self._curves(1.0)["ks"]
+
+    def ece_sweep(self, *, p: float = 1) -> tuple[Array, Array]:
+        """ECE-sweep of the streamed samples from the fine histogram, with its bound.
+
+        The sweep of :func:`~calib_jax.metrics.ece_sweep` on the fine histogram, a bucket cut by
+        an equal-mass boundary split in proportion to its count (as for the streamed AdaECE).
+        The bound accounts for every order of the samples inside the cut buckets: at a boundary
+        ``k`` samples into bucket ``b`` the correct count below it lies in
+        ``[max(0, k - (n_b - A_b)), min(k, A_b)]`` and the confidence sum in
+        ``[k lo_b, k C_b / n_b]``. From these intervals, a bin count ``b`` is a possible
+        exact ``b*`` unless ``b + 1`` is monotone for every order, and the search stops at the
+        first ``b + 1`` that is non-monotone for every order; each bin's ``|acc - conf|`` mass
+        lies in an interval, so the exact ECE-sweep lies in ``[min_b V_lo(b), max_b V_hi(b)]``
+        over the possible ``b*``, and
+
+        .. math:: |\\widetilde{\\mathrm{ECE}}_{\\mathrm{sweep}} - \\mathrm{ECE}_{\\mathrm{sweep}}|
+           \\le \\max(\\tilde v - \\min_b V_{lo}(b), \\max_b V_{hi}(b) - \\tilde v)
+
+        up to float32 rounding of the sums. The bound is small when the bin accuracies around
+        the exact ``b*`` are clearly ordered and large when a boundary bucket decides whether
+        two adjacent bins are monotone. At most 4096 bins are tried: if the search gets there
+        (bin accuracies monotone for every smaller ``b``) the bound is ``inf``. Tested against
+        the exact in-memory :func:`~calib_jax.metrics.ece_sweep`.
+
+        Args:
+          p: the norm, a static number ``>= 1``.
+
+        Returns:
+          ``(value, bound)``: float32 scalars.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> p = jnp.array([0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95])
+          >>> y = jnp.array([0, 1, 0, 1, 1, 0, 1, 1])
+          >>> value, bound = cj.metrics.CalibrationState.from_batch(p, y).ece_sweep()
+          >>> print(f"{float(value):.3f} {float(bound):.3f}")
+          0.144 0.000
+        """
+        if isinstance(p, jax.core.Tracer) or not (1 <= p < np.inf):
+            raise ValueError(f"p must be a static finite number >= 1, got {p}.")
+        value, bound, _ = _fine.ece_sweep(
+            self.fine_count, self.fine_correct, self.fine_confidence, _fine_lo(), float(p)
+        )
+        return value, bound
+
+    def aurc(self) -> tuple[Array, Array]:
+        """AURC of the streamed samples from the fine histogram, with its bound.
+
+        Each fine bucket is one segment of the risk-coverage curve of
+        :func:`~calib_jax.metrics.aurc` with its errors spread evenly (as the exact curve
+        spreads a group of equal confidences), so the error count ``err(k)`` is exact at bucket
+        ends. Inside a bucket of ``n_b`` samples with ``e_b`` errors any order of the samples
+        puts ``err`` within ``e_b (n_b - e_b) / n_b`` of the even spread, hence
+
+        .. math:: |\\widetilde{\\mathrm{AURC}} - \\mathrm{AURC}| \\le \\frac{1}{N} \\sum_b
+           \\frac{e_b (n_b - e_b)}{n_b} \\sum_{k \\in b} \\frac{1}{k}
+
+        (0 when no bucket holds both correct and wrong samples), up to float32 rounding.
+        Tested against the exact in-memory :func:`~calib_jax.metrics.aurc`.
+
+        Returns:
+          ``(value, bound)``: float32 scalars.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> probs = jnp.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+          >>> labels = jnp.array([0, 1, 1, 0])
+          >>> value, bound = cj.metrics.CalibrationState.from_batch(probs, labels).aurc()
+          >>> print(f"{float(value):.4f} {float(bound):.4f}")
+          0.3333 0.0000
+        """
+        return self._curves(1.0)["aurc"]
+
+    def augrc(self) -> tuple[Array, Array]:
+        """AUGRC of the streamed samples from the fine histogram, with its bound.
+
+        The curve of :meth:`aurc`; over the positions of a bucket the summed error count of any
+        order of its samples differs from the even spread by at most ``e_b (n_b - e_b) / 2``:
+
+        .. math:: |\\widetilde{\\mathrm{AUGRC}} - \\mathrm{AUGRC}| \\le \\frac{1}{2 N^2}
+           \\sum_b e_b (n_b - e_b)
+
+        up to float32 rounding. Tested against the exact in-memory
+        :func:`~calib_jax.metrics.augrc`.
+
+        Returns:
+          ``(value, bound)``: float32 scalars.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> probs = jnp.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+          >>> labels = jnp.array([0, 1, 1, 0])
+          >>> value, bound = cj.metrics.CalibrationState.from_batch(probs, labels).augrc()
+          >>> print(f"{float(value):.4f} {float(bound):.4f}")
+          0.2500 0.0000
+        """
+        return self._curves(1.0)["augrc"]
+
+    def selective_risk(self, coverage: float | ArrayLike) -> tuple[Array, Array]:
+        """Selective risk at a coverage from the fine histogram, with its bound.
+
+        The curve of :meth:`aurc` read at ``t = κN`` (see
+        :func:`~calib_jax.metrics.selective_risk`). If ``t`` falls ``j`` samples into a bucket
+        with ``n_b`` samples and ``e_b`` errors, the exact error count lies in
+        ``[max(0, j - (n_b - e_b)), min(j, e_b)]`` above the errors of the more confident
+        buckets, so the bound is the larger distance from the even spread ``j e_b / n_b`` to
+        either end, divided by ``t`` (0 at a bucket end).
+
+        Args:
+          coverage: ``κ`` in ``(0, 1]``; a traced value outside it gives NaN.
+
+        Returns:
+          ``(value, bound)``: float32 scalars.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> probs = jnp.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+          >>> labels = jnp.array([0, 1, 1, 0])
+          >>> s = cj.metrics.CalibrationState.from_batch(probs, labels)
+          >>> print([round(float(x), 4) for x in s.selective_risk(0.75)])
+          [0.3333, 0.0]
+        """
+        coverage = _selective._check_level(coverage, "coverage", low_open=True)
+        return self._curves(coverage)["risk"]
+
+    def _curves(self, coverage) -> dict[str, tuple[Array, Array]]:
+        # One compiled function for the four estimates: they share their prefix sums.
+        coverage = jnp.asarray(coverage, jnp.float32)
+        return _fine.curves(
+            self.fine_count, self.fine_correct, self.fine_confidence, _fine_lo(), coverage
+        )
 
     def _sums(self) -> _binning.BinSums:
         return _binning.BinSums(self.count, self.correct, self.confidence + self.confidence_err)
