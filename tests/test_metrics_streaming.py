@@ -170,10 +170,11 @@ def _binary(n, seed, tied):
     rng = np.random.default_rng(seed)
     if tied:
         # Few distinct confidences, mixed correctness: boundaries fall inside crowded buckets.
-        conf = rng.choice(np.float32([0.4, 0.6, 0.7, 0.9, 0.95, 0.99]), size=n)
+        conf = rng.choice(np.float32([0.4, 0.6, 0.7, 0.9, 0.95, 0.99, 1.0]), size=n)
     else:
         conf = rng.beta(4, 2, size=n).astype(np.float32)
-    y = (rng.random(n) < np.clip(conf + 0.1 * (conf - 0.6), 0, 1)).astype(np.int32)
+    accuracy = np.clip(conf + 0.1 * (conf - 0.6), 0, 1) - (0.05 if tied else 0)
+    y = (rng.random(n) < accuracy).astype(np.int32)
     return jnp.asarray(conf), jnp.asarray(y)
 
 

@@ -130,16 +130,18 @@ class _Prefix:
         """At sorted positions ``pos`` (int32): correct-count bounds ``(lo, hi)`` and estimate,
         confidence-sum bounds ``(lo, hi)`` (the estimate is ``hi``, the proportional split)."""
         f = self.n.shape[0]
-        j = jnp.clip(jnp.searchsorted(self.cw, pos, side="right"), 1, f) - 1  # the cut bucket
-        k = jnp.where(pos >= self.cw[-1], 0, pos - self.cw[j])
-        n, a = self.n[j], self.a[j]
+        # cw[j] <= pos < cw[j + 1]: pos cuts bucket j, k samples in (j = f, k = 0 at the end).
+        j = jnp.searchsorted(self.cw, pos, side="right") - 1
+        k = pos - self.cw[j]
+        jb = jnp.minimum(j, f - 1)
+        n, a = self.n[jb], self.a[jb]
         base_a = self.ca[j]
         a_lo = base_a + jnp.maximum(0, k - (n - a))
         a_hi = base_a + jnp.minimum(k, a)
         kf, nf = k.astype(jnp.float32), jnp.maximum(n, 1).astype(jnp.float32)
         a_est = base_a.astype(jnp.float32) + kf * a.astype(jnp.float32) / nf
-        c_lo = self.cc[j] + kf * self.lo[j]
-        c_hi = self.cc[j] + kf * self.c[j] / nf
+        c_lo = self.cc[j] + kf * self.lo[jb]
+        c_hi = self.cc[j] + kf * self.c[jb] / nf
         return a_lo.astype(jnp.float32), a_hi.astype(jnp.float32), a_est, c_lo, c_hi
 
 
@@ -169,8 +171,9 @@ def ece_sweep(count: Array, correct: Array, conf: Array, lo: Array, p: float):
         g_lo = a_lo[1:] - a_hi[:-1] - (c_hi[1:] - c_lo[:-1])
         g_hi = a_hi[1:] - a_lo[:-1] - (c_lo[1:] - c_hi[:-1])
         gap_est = jnp.abs(jnp.diff(a_est) - jnp.diff(c_hi))
-        gap_min = jnp.maximum(jnp.maximum(g_lo, -g_hi), 0)
-        gap_max = jnp.maximum(jnp.abs(g_lo), jnp.abs(g_hi))
+        # |Σ(a - c)| over a bin is at most its size (a in {0, 1}, c in [0, 1]).
+        gap_min = jnp.minimum(jnp.maximum(jnp.maximum(g_lo, -g_hi), 0), size)
+        gap_max = jnp.minimum(jnp.maximum(jnp.abs(g_lo), jnp.abs(g_hi)), size)
         sa_est = jnp.diff(a_est)
         return size, sa_lo, sa_hi, sa_est, gap_est, gap_min, gap_max
 

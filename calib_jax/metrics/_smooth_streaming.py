@@ -6,20 +6,23 @@ only by those who stream the smooth ECE.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from calib_jax.metrics import _inputs, _smooth
+from calib_jax.metrics import _inputs, _per_sample, _smooth
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
 
-@jax.jit
-def _grid_of_batch(conf: Array, correct: Array, w: Array | None) -> Array:
+@functools.partial(jax.jit, static_argnames=("from_logits",))
+def _grid_of_batch(x, labels, w, row_stats, from_logits: bool) -> Array:
+    q = _per_sample.per_sample(x, labels, from_logits=from_logits, row_stats=row_stats)
+    conf, correct = q.confidence, q.correct
     grid = _smooth.fine_grid(conf, correct, w).astype(jnp.float32)
     keep = True if w is None else w > 0
     # A NaN confidence (an invalid row) with non-zero weight poisons both columns.
@@ -100,8 +103,7 @@ class SmoothECEState(NamedTuple):
         x, labels, c, row_stats = _inputs.checked_rows(
             predictions, labels, where, weights, from_logits
         )
-        conf, correct = _inputs._top_label(x, labels, row_stats, from_logits)
-        return cls(_grid_of_batch(conf, correct, c.weights))
+        return cls(_grid_of_batch(x, labels, c.weights, row_stats, from_logits))
 
     def update(
         self,
