@@ -99,4 +99,5 @@ def test_sharded_fine_histogram_estimates_and_smooth_ece_state_equal_one_device(
     for name in ("ks_error", "ece_sweep", "aurc", "augrc"):
         np.testing.assert_allclose(getattr(state, name)(), getattr(one, name)(), atol=1e-6)
     np.testing.assert_allclose(state.selective_risk(0.5), one.selective_risk(0.5), atol=1e-6)
+    np.testing.assert_allclose(state.coverage_at_risk(0.2), one.coverage_at_risk(0.2), atol=1e-6)
     np.testing.assert_allclose(smooth.compute(), cm.smooth_ece(p, y), atol=1e-6)

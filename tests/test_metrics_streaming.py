@@ -196,25 +196,31 @@ def test_fine_histogram_ks_sweep_and_selective_curves_lie_within_their_bounds():
             "aurc": (s.aurc(), cm.aurc(x, labels)),
             "augrc": (s.augrc(), cm.augrc(x, labels)),
             "risk": (s.selective_risk(0.37), cm.selective_risk(x, labels, coverage=0.37)),
+            "coverage": (s.coverage_at_risk(0.2), cm.coverage_at_risk(x, labels, risk=0.2)),
         }
         for name, ((value, bound), exact) in estimates.items():
             assert abs(float(value) - float(exact)) <= float(bound) + 1e-6, name
     # Continuous confidences: every bound is far below the value it bounds.
     for value, bound in (state.ks_error(), state.aurc(), state.augrc(), state.ece_sweep()):
         assert float(bound) < 0.02 * float(value)
+    assert 0 < float(state.coverage_at_risk(0.2)[1]) < 0.02 * float(state.coverage_at_risk(0.2)[0])
     # Tied confidences: boundaries inside crowded mixed buckets give non-zero bounds.
     assert float(tied.aurc()[1]) > 0 and float(tied.selective_risk(0.37)[1]) > 0
     # vmap over stacked states equals each state alone.
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), state, tied)
-    both = jax.vmap(lambda s: (s.ks_error(), s.augrc(), s.aurc(), s.selective_risk(0.37)))(stacked)
+
+    def read(s):
+        return s.ks_error(), s.augrc(), s.aurc(), s.selective_risk(0.37), s.coverage_at_risk(0.2)
+
+    both = jax.vmap(read)(stacked)
     for i, s in enumerate((state, tied)):
-        alone = (s.ks_error(), s.augrc(), s.aurc(), s.selective_risk(0.37))
+        alone = read(s)
         np.testing.assert_allclose(
             np.asarray(jax.tree.leaves(both))[:, i], np.asarray(jax.tree.leaves(alone)), rtol=1e-6
         )
     # An invalid sample leaves a NaN confidence sum in the state: every estimate is NaN.
     bad = state._replace(fine_confidence=state.fine_confidence.at[40000].set(jnp.nan))
-    for value, bound in (bad.ks_error(), bad.aurc(), bad.augrc(), bad.ece_sweep()):
+    for value, bound in (bad.ks_error(), bad.aurc(), bad.coverage_at_risk(0.2), bad.ece_sweep()):
         assert np.isnan(float(value)) and np.isnan(float(bound))
     with pytest.raises(ValueError, match="coverage"):
         state.selective_risk(0.0)

@@ -87,9 +87,30 @@ def _poison(conf: Array) -> Array:
     return 0 * jnp.sum(conf)
 
 
+def _envelopes(c: _selective._Curve, e: Array) -> tuple[_selective._Curve, _selective._Curve]:
+    """The highest and lowest error curves over every order inside each bucket: errors first
+    (slope 1 over ``e`` positions, then flat) or last (flat over ``n - e``, then slope 1)."""
+    n = c.w
+
+    def join(first, second):
+        return _selective._Curve(
+            *(jnp.concatenate([a, b]) for a, b in zip(first, second, strict=True)),
+            c.total,
+            jnp.float32(0),
+        )
+
+    one, zero = jnp.ones_like(n), jnp.zeros_like(n)
+    upper = join((c.t0, e, c.e0, one), (c.t0 + e, n - e, c.e0 + e, zero))
+    lower = join((c.t0, n - e, c.e0, zero), (c.t0 + n - e, e, c.e0, one))
+    return upper, lower
+
+
 @jax.jit
-def curves(count: Array, correct: Array, conf: Array, lo: Array, coverage: Array) -> dict:
-    """``{name: (value, bound)}`` for ``ks``, ``aurc``, ``augrc`` and ``risk`` (at ``coverage``)."""
+def curves(
+    count: Array, correct: Array, conf: Array, lo: Array, coverage: Array, risk: Array
+) -> dict:
+    """``{name: (value, bound)}`` for ``ks``, ``aurc``, ``augrc``, ``risk`` (at ``coverage``) and
+    ``coverage`` (at ``risk``)."""
     c = _curve(count, correct)._replace(poison=_poison(conf))
     n = c.w
     e = (count - correct).astype(jnp.float32)
@@ -112,6 +133,12 @@ def curves(count: Array, correct: Array, conf: Array, lo: Array, coverage: Array
         "augrc": (_selective._augrc(c), augrc_bound),
         "risk": (_selective._risk_at(c, coverage), jnp.max(jnp.where(inside, dev, 0)) / t),
     }
+    # The exact curve lies between the envelopes, so its coverage at a risk lies between
+    # theirs (the highest curve reaches the risk first).
+    upper, lower = _envelopes(c, e)
+    cov = _selective._coverage_at(c, risk)
+    cov_lo, cov_hi = _selective._coverage_at(upper, risk), _selective._coverage_at(lower, risk)
+    out["coverage"] = (cov, jnp.maximum(cov - cov_lo, cov_hi - cov))
     return {name: (value + c.poison, bound + c.poison) for name, (value, bound) in out.items()}
 
 

@@ -398,7 +398,7 @@ class CalibrationState(NamedTuple):
           >>> print(f"{float(ks):.4f} {float(bound):.4f}")
           0.2500 0.0313
         """
-        return self._curves(1.0)["ks"]
+        return self._curves()["ks"]
 
     def ece_sweep(self, *, p: float = 1) -> tuple[Array, Array]:
         """ECE-sweep of the streamed samples from the fine histogram, with its bound.
@@ -470,7 +470,7 @@ class CalibrationState(NamedTuple):
           >>> print(f"{float(value):.4f} {float(bound):.4f}")
           0.3333 0.0000
         """
-        return self._curves(1.0)["aurc"]
+        return self._curves()["aurc"]
 
     def augrc(self) -> tuple[Array, Array]:
         """AUGRC of the streamed samples from the fine histogram, with its bound.
@@ -495,7 +495,7 @@ class CalibrationState(NamedTuple):
           >>> print(f"{float(value):.4f} {float(bound):.4f}")
           0.2500 0.0000
         """
-        return self._curves(1.0)["augrc"]
+        return self._curves()["augrc"]
 
     def selective_risk(self, coverage: float | ArrayLike) -> tuple[Array, Array]:
         """Selective risk at a coverage from the fine histogram, with its bound.
@@ -522,13 +522,39 @@ class CalibrationState(NamedTuple):
           [0.3333, 0.0]
         """
         coverage = _selective._check_level(coverage, "coverage", low_open=True)
-        return self._curves(coverage)["risk"]
+        return self._curves(coverage=coverage)["risk"]
 
-    def _curves(self, coverage) -> dict[str, tuple[Array, Array]]:
-        # One compiled function for the four estimates: they share their prefix sums.
-        coverage = jnp.asarray(coverage, jnp.float32)
+    def coverage_at_risk(self, risk: float | ArrayLike) -> tuple[Array, Array]:
+        """Coverage at a risk from the fine histogram, with its bound.
+
+        The curve of :meth:`aurc` (see :func:`~calib_jax.metrics.coverage_at_risk`). Whatever
+        the order of the samples inside each bucket, the exact error count lies between the
+        curve that puts each bucket's errors first and the one that puts them last, so the
+        exact coverage lies between the coverages of those two curves; the bound is the larger
+        distance from the estimate to either.
+
+        Args:
+          risk: ``ρ`` in ``[0, 1]``; a traced value outside it gives NaN.
+
+        Returns:
+          ``(value, bound)``: float32 scalars.
+
+        Examples:
+          >>> import jax.numpy as jnp, calib_jax as cj
+          >>> probs = jnp.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+          >>> labels = jnp.array([0, 1, 1, 0])
+          >>> s = cj.metrics.CalibrationState.from_batch(probs, labels)
+          >>> print([round(float(x), 4) for x in s.coverage_at_risk(0.4)])
+          [0.8333, 0.0]
+        """
+        risk = _selective._check_level(risk, "risk", low_open=False)
+        return self._curves(risk=risk)["coverage"]
+
+    def _curves(self, coverage=1.0, risk=0.0) -> dict[str, tuple[Array, Array]]:
+        # One compiled function for the five estimates: they share their prefix sums.
+        coverage, risk = jnp.asarray(coverage, jnp.float32), jnp.asarray(risk, jnp.float32)
         return _fine.curves(
-            self.fine_count, self.fine_correct, self.fine_confidence, _fine_lo(), coverage
+            self.fine_count, self.fine_correct, self.fine_confidence, _fine_lo(), coverage, risk
         )
 
     def _sums(self) -> _binning.BinSums:
