@@ -249,8 +249,8 @@ def test_smooth_ece_state_streamed_equals_one_shot():
             cm.smooth_ece(z, y, from_logits=True, bandwidth=bandwidth),
             atol=1e-6,
         )
-    diagram = state.reliability_diagram(num_points=50)
-    one = cm.smooth_reliability_diagram(z, y, from_logits=True, num_points=50)
+    diagram = state.reliability_diagram(bandwidth=0.05, num_points=50)
+    one = cm.smooth_reliability_diagram(z, y, bandwidth=0.05, from_logits=True, num_points=50)
     np.testing.assert_allclose(diagram.curve, one.curve, atol=1e-5)
     # Masks (padding) and the empty identity; an invalid unmasked label poisons the state.
     mask = jnp.arange(6000) % 3 > 0

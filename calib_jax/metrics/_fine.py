@@ -47,7 +47,9 @@ def lower_edges_f32(fine_bits: int, exp_lo: int, half: int) -> np.ndarray:
 
 
 def _with_zero(x: Array) -> Array:
-    return jnp.concatenate([jnp.zeros((1,), x.dtype), _binning.prefix_sum(x)])
+    """Prefix sums along the last axis with a leading 0."""
+    zero = jnp.zeros((*x.shape[:-1], 1), x.dtype)
+    return jnp.concatenate([zero, _binning.prefix_sum(x)], axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,8 +77,8 @@ def _curve(count: Array, correct: Array) -> _selective._Curve:
     bucket ends; a bucket is a tie group of the exact curve when its confidences are equal)."""
     n = count.astype(jnp.float32)
     err = (count - correct).astype(jnp.float32)
-    cw = _binning.prefix_sum(count).astype(jnp.float32)
-    ce = _binning.prefix_sum(count - correct).astype(jnp.float32)
+    # One scan of both integer rows (exact); each scan compiles to a large graph.
+    cw, ce = _binning.prefix_sum(jnp.stack([count, count - correct])).astype(jnp.float32)
     total, err_total = cw[-1], ce[-1]
     slope = err / jnp.maximum(n, 1)
     return _selective._Curve(total - cw, n, err_total - ce, slope, total, jnp.float32(0))
@@ -151,7 +153,8 @@ class _Prefix:
 
     def __init__(self, count, correct, conf, lo):
         self.n, self.a, self.c, self.lo = count, correct, conf, lo
-        self.cw, self.ca, self.cc = _with_zero(count), _with_zero(correct), _with_zero(conf)
+        self.cw, self.ca = _with_zero(jnp.stack([count, correct]))
+        self.cc = _with_zero(conf)
 
     def at(self, pos: Array) -> tuple[Array, ...]:
         """At sorted positions ``pos`` (int32): correct-count bounds ``(lo, hi)`` and estimate,
