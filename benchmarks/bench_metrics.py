@@ -66,6 +66,8 @@ def main(quick: bool = False) -> None:
     )
     repeats = 3 if quick else 7
     floor = jax.jit(lambda z: jnp.max(jax.nn.softmax(z), axis=-1))
+    # One read of given probabilities: the floor of any metric on them.
+    read = jax.jit(lambda p: jnp.max(p, axis=-1).sum())
     ece_l = jax.jit(lambda z, y: cm.ece(z, y, from_logits=True))
     mce_l = jax.jit(lambda z, y: cm.mce(z, y, from_logits=True))
     ece_sm = jax.jit(lambda z, y: cm.ece(jax.nn.softmax(z), y))
@@ -108,8 +110,9 @@ def main(quick: bool = False) -> None:
                 f"{n}x{k}",
                 *(
                     paired_ratio(f, (zj, yj), floor, (zj,), 3 * repeats)
-                    for f in (ece_l, mce_l, report)
+                    for f in (ece_l, mce_l, report, ece_sm)
                 ),
+                paired_ratio(ece_p, (pj, yj), read, (pj,), 3 * repeats),
             ]
         )
         # Wide rows re-read only the rows whose label attains a maximum that may be tied
@@ -165,8 +168,17 @@ def main(quick: bool = False) -> None:
         ratio_rows,
     )
     print_table(
-        "Paired ratios to the floor (alternating calls, median of per-pair ratios)",
-        ["N x K", "ece/floor", "mce/floor", "report/floor"],
+        "Paired ratios (alternating calls, median of per-pair ratios): to the floor, and ece on"
+        " given probabilities to one read of them (targets: ece(softmax(z)) <= 2x the floor,"
+        " ece(probs) <= 2x one read)",
+        [
+            "N x K",
+            "ece/floor",
+            "mce/floor",
+            "report/floor",
+            "ece(softmax(z))/floor",
+            "ece(probs)/read",
+        ],
         paired_rows,
     )
     print_table(

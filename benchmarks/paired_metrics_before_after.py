@@ -44,6 +44,9 @@ def _cases(cm, n, k, seed=0):
     return {
         "ece(probs)": (jax.jit(cm.ece), (p, y)),
         "ece(logits)": (jax.jit(lambda z, y: cm.ece(z, y, from_logits=True)), (z, y)),
+        # What most users write: the softmax and the metric in one jit.
+        "ece(softmax(z))": (jax.jit(lambda z, y: cm.ece(jax.nn.softmax(z), y)), (z, y)),
+        "nll(probs)": (jax.jit(cm.nll), (p, y)),
         "ece(probs, int weights)": (jax.jit(lambda p, y, w: cm.ece(p, y, weights=w)), (p, y, w)),
         "classwise_ece(probs)": (jax.jit(cm.classwise_ece), (p, y)),
         "ada_ece(probs)": (jax.jit(cm.ada_ece), (p, y)),

@@ -36,6 +36,11 @@ class Tuning(NamedTuple):
         instead of a sort from this many samples on.
       matvec_max_classes: label smoothing reads ``mean_k z_k`` as a matrix-vector product up
         to this many classes, as a row sum above.
+      materialise_top_label: the binned metrics on narrow ``[N, K]`` probabilities compute the
+        per-sample confidence and correctness once, inside a conditional that the compiler does
+        not fuse through. XLA:CPU otherwise recomputes that cheap elementwise pass inside each
+        of its three consumers (bin, correct slot, confidence offset), reading the
+        probabilities three times (``optimization_barrier`` does not stop it).
     """
 
     fused_first_max: bool
@@ -44,6 +49,7 @@ class Tuning(NamedTuple):
     recheck_max_fraction: float
     select_min_samples: int
     matvec_max_classes: int
+    materialise_top_label: bool
 
 
 # Measured on XLA:CPU (2-core x86-64; benchmarks/RESULTS.md): the first-maximum and
@@ -51,7 +57,8 @@ class Tuning(NamedTuple):
 # 2-2.6x per score what one pass does, so a full pass wins from ~40% of the rows on; the
 # 2^16-bucket histogram of AdaECE beats the sort from 2^15 samples on; label smoothing's
 # matrix-vector product beat the row sum up to K = 32 (1.9 vs 3.3 ms at K = 10, 2.6 vs 1.4 ms
-# at K = 100, for 10^7 logits).
+# at K = 100, for 10^7 logits); one materialised top-label pass made jit(ece) on 1M x 10
+# probabilities 0.61x as long (paired, loaded machine; benchmarks/RESULTS.md).
 CPU = Tuning(
     fused_first_max=True,
     unroll_max_columns=64,
@@ -59,6 +66,7 @@ CPU = Tuning(
     recheck_max_fraction=0.4,
     select_min_samples=2**15,
     matvec_max_classes=32,
+    materialise_top_label=True,
 )
 
 # The reference formulations: argmax, plain row reductions, a sort, a row sum.
@@ -69,6 +77,7 @@ PLAIN = Tuning(
     recheck_max_fraction=0.0,
     select_min_samples=2**62,
     matvec_max_classes=0,
+    materialise_top_label=False,
 )
 
 _MEASURED = {"cpu": CPU}

@@ -229,23 +229,8 @@ def probability_rows(
 ) -> tuple[Array, Array, Array]:
     """:func:`check_probabilities` for rows ``[..., K]``, also returning the row maximum and sum
     (in float32 or wider) that the check computes: ``(row_ok, row_max, row_sum)``."""
-    probs = jnp.asarray(probs)
-    x = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
-    k = x.shape[-1]
-    tol = probability_tolerance(probs.dtype, k)
-    # Row min, max and sum as plain arithmetic reductions: a boolean all() over [N, K] is
-    # materialised as a predicate array on XLA:CPU and made the whole top-label pass 3-5x
-    # slower. Narrow rows go column by column (one fused elementwise loop), as in
-    # _first_max.first_max_correct.
-    if k <= _tuning.current().unroll_max_columns:
-        columns = [x[..., j] for j in range(k)]
-        low = functools.reduce(jnp.minimum, columns)
-        high = functools.reduce(jnp.maximum, columns)
-        total = functools.reduce(jnp.add, columns)
-    else:
-        low, high, total = jnp.min(x, axis=-1), jnp.max(x, axis=-1), jnp.sum(x, axis=-1)
-    # NaN propagates through all three and fails every comparison.
-    row_ok = (low >= 0) & (high <= 1) & (jnp.abs(total - 1) <= tol)
+    row_ok, low, high, total = probability_row_stats(probs)
+    tol = probability_tolerance(jnp.asarray(probs).dtype, np.shape(probs)[-1])
     message = (
         f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
         f"{tol:g}; found a row that does not (NaN, negative, or unnormalised)."
@@ -264,6 +249,29 @@ def probability_rows(
             )
     _check_rows(row_ok, where, message)
     return row_ok, high, total
+
+
+def probability_row_stats(probs: ArrayLike) -> tuple[Array, Array, Array, Array]:
+    """``(row_ok, row_min, row_max, row_sum)`` of rows ``[..., K]`` in float32 or wider, with no
+    check raised: ``row_ok`` is :func:`probability_rows`' validity."""
+    probs = jnp.asarray(probs)
+    x = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
+    k = x.shape[-1]
+    tol = probability_tolerance(probs.dtype, k)
+    # Row min, max and sum as plain arithmetic reductions: a boolean all() over [N, K] is
+    # materialised as a predicate array on XLA:CPU and made the whole top-label pass 3-5x
+    # slower. Narrow rows go column by column (one fused elementwise loop), as in
+    # _first_max.first_max_correct.
+    if k <= _tuning.current().unroll_max_columns:
+        columns = [x[..., j] for j in range(k)]
+        low = functools.reduce(jnp.minimum, columns)
+        high = functools.reduce(jnp.maximum, columns)
+        total = functools.reduce(jnp.add, columns)
+    else:
+        low, high, total = jnp.min(x, axis=-1), jnp.max(x, axis=-1), jnp.sum(x, axis=-1)
+    # NaN propagates through all three and fails every comparison.
+    row_ok = (low >= 0) & (high <= 1) & (jnp.abs(total - 1) <= tol)
+    return row_ok, low, high, total
 
 
 def _check_rows(row_ok: Array, where: ArrayLike | None, message: str) -> None:

@@ -55,11 +55,18 @@ def test_metrics_agree_across_tables():
     z = rng.normal(size=(300, 12)).astype(np.float32)
     z[:40, 3] = z[:40].max(1)  # tied maxima: the tie rule decides these rows
     y = rng.integers(0, 12, 300).astype(np.int32)
+    p = np.array(jax.nn.softmax(jnp.asarray(z)))
+    p[5] = np.nan  # an invalid row: NaN whatever the path
     results = []
-    # The report runs every tuned branch at once: first maximum, AdaECE's selection, scores.
+    # The report runs every tuned branch at once: first maximum, AdaECE's selection, scores;
+    # ece on probabilities the materialised top-label pass.
     for table in (_tuning.PLAIN, EVERY_BRANCH):
         with _tuning.override(table):
-            results.append(cm.calibration_report(z, y, from_logits=True).to_dict())
+            report = cm.calibration_report(z, y, from_logits=True).to_dict()
+            ece = jax.jit(lambda p, y, w: cm.ece(p, y, where=w))
+            report["ece_probs"] = float(ece(p, y, np.arange(300) != 5))
+            assert np.isnan(float(ece(p, y, np.ones(300, bool))))
+            results.append(report)
     assert results[0]["ece"] > 0 and results[0]["ada_ece"] > 0
     # Equal up to float32 rounding (the formulations sum in different orders).
     for name, value in results[0].items():

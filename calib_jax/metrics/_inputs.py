@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from calib_jax import _binning, _first_max
+from calib_jax import _binning, _first_max, _tuning
 from calib_jax import _validation as v
 from calib_jax.metrics import _per_sample
 
@@ -192,17 +192,50 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
     NaN, never a plausible number, also under ``jit`` where value checks are not raised.
     Logits need no row check: NaN or inf logits already give a NaN confidence.
     """
-    x, labels, c, row_stats = checked_rows(probs, labels, where, weights, from_logits)
+    from_logits = v.check_static_bool(from_logits, "from_logits")
+    c = validate(probs, labels, where, weights, "logits" if from_logits else "probs")
+    x = jnp.asarray(probs)
+    # The checks raise (eagerly) or are checkify checks; the invalid rows are poisoned inside
+    # _top_label, in the same pass that computes the confidences.
+    if from_logits:
+        v.check_finite(x, "logits", c.keep)
+    else:
+        v.check_probabilities(x, "probs", c.keep)
     if c.keep is not None:
         v.check_value(jnp.any(c.keep), "every sample is masked out (where/weights): no data.")
-    conf, correct = _top_label(x, labels, row_stats, from_logits)
+    conf, correct = _top_label(x, c.labels, from_logits)
     return conf, correct, c.weights
 
 
 @functools.partial(jax.jit, static_argnames=("from_logits",))
-def _top_label(x, labels, row_stats, from_logits):
-    q = _per_sample.per_sample(x, labels, from_logits=from_logits, row_stats=row_stats)
-    return q.confidence, q.correct
+def _top_label(x, labels, from_logits):
+    def one_pass():
+        lab, row_stats = labels, None
+        if not from_logits:
+            if x.ndim == 2:
+                row_ok, _, row_max, row_sum = v.probability_row_stats(x)
+                row_stats = (row_max, row_sum)
+            else:
+                row_ok = (x >= 0) & (x <= 1)
+            lab = poison_labels(labels, row_ok)
+        q = _per_sample.per_sample(x, lab, from_logits=from_logits, row_stats=row_stats)
+        return q.confidence, q.correct
+
+    tuning = _tuning.current()
+    narrow = x.ndim == 2 and x.shape[1] <= tuning.unroll_max_columns
+    if from_logits or not (narrow and tuning.materialise_top_label):
+        return one_pass()
+
+    def packed():
+        # A valid row's confidence is > 0 (at least about 1/K): its sign carries `correct`.
+        conf, correct = one_pass()
+        return jnp.where(correct, conf, -conf)
+
+    # Always true (int32 addition wraps), but opaque to the compiler: the conditional keeps
+    # the pass in one fusion, whose output the consumers read (see _tuning.Tuning).
+    always = labels[0] != labels[0] + 1
+    s = jax.lax.cond(always, packed, lambda: jnp.zeros(labels.shape, v.compute_dtype(x)))
+    return jnp.abs(s), s > 0
 
 
 def checked_rows(predictions, labels, where, weights, from_logits):

@@ -22,7 +22,8 @@ Array = jax.Array
 
 
 class PerSample(NamedTuple):
-    """Per-sample quantities (each ``[N]`` unless noted; float32 or wider).
+    """Per-sample quantities (each ``[N]`` unless noted; float32 or wider). The first three
+    are None when :func:`per_sample` is called with ``top_label=False``.
 
     Attributes:
       confidence: top-label confidence ``max_k p_k`` (binary: ``p``); NaN for an invalid sample.
@@ -34,9 +35,9 @@ class PerSample(NamedTuple):
       brier: ``Σ_k (p_k - 1[k = y])²`` (binary ``(p - y)²``); None unless ``scores=True``.
     """
 
-    confidence: Array
-    correct: Array
-    hit: Array
+    confidence: Array | None
+    correct: Array | None
+    hit: Array | None
     probs: Array | None = None
     nll: Array | None = None
     brier: Array | None = None
@@ -49,6 +50,7 @@ def per_sample(
     from_logits: bool,
     row_stats: tuple[Array, Array] | None = None,
     scores: bool = False,
+    top_label: bool = True,
 ) -> PerSample:
     """One pass over checked predictions ``x`` (``[N, K]`` or binary ``[N]``).
 
@@ -61,6 +63,9 @@ def per_sample(
       scores: also return the probabilities, NLL and Brier terms. The binned metrics leave it
         off: from logits they then read the logits once, in one fused pass, where the scores
         need the row maximum and normaliser materialised first.
+      top_label: compute the confidence and first-maximum correctness (None when off: the mean
+        scores need neither, and the first-maximum re-check of wide rows is a loop that the
+        compiler does not always remove).
 
     Traceable: callers run it inside their own ``jit`` so that the fields they do not read are
     dead code.
@@ -69,6 +74,8 @@ def per_sample(
     valid = labels >= 0
     if x.ndim == 1:
         return _binary(x, labels, valid, from_logits, scores)
+    if not top_label:
+        return _scores_only(x, labels, from_logits)
     if from_logits:
         if not scores:
             _, correct, norm = _first_max.top_label_of_logits(x, labels)
@@ -98,6 +105,16 @@ def per_sample(
     # Σ_k p_k² - 2 p_y + 1: no [N, K] one-hot.
     brier = jnp.sum(x * x, axis=-1) - 2 * p_y + 1
     return PerSample(conf, correct, correct, x, -jnp.log(p_y), brier)
+
+
+def _scores_only(x: Array, labels: Array, from_logits: bool) -> PerSample:
+    """The probabilities, NLL and Brier terms of ``[N, K]`` rows, without the top label."""
+    # Callers read one of NLL and Brier: the other's computation is dead code.
+    p = jax.nn.softmax(x, axis=-1) if from_logits else x
+    p_y = v.take_label(p, labels)
+    log_p_y = v.take_label(jax.nn.log_softmax(x, axis=-1), labels) if from_logits else jnp.log(p_y)
+    brier = jnp.sum(p * p, axis=-1) - 2 * p_y + 1  # no [N, K] one-hot
+    return PerSample(None, None, None, p, -log_p_y, brier)
 
 
 def _binary(x: Array, labels: Array, valid: Array, from_logits: bool, scores: bool) -> PerSample:

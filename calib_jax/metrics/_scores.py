@@ -23,7 +23,9 @@ def weighted_mean(x: Array, w: Array | None) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("from_logits", "field"))
 def _mean_score(x, labels, w, row_stats, from_logits: bool, field: str) -> Array:
-    q = _per_sample.per_sample(x, labels, from_logits=from_logits, row_stats=row_stats, scores=True)
+    q = _per_sample.per_sample(
+        x, labels, from_logits=from_logits, row_stats=row_stats, scores=True, top_label=False
+    )
     return weighted_mean(getattr(q, field), w)
 
 
