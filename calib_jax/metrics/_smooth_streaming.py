@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from calib_jax.metrics import _inputs, _per_sample, _smooth
+from calib_jax.metrics import _inputs, _per_sample, _smooth, _streaming
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -159,22 +159,9 @@ class SmoothECEState(NamedTuple):
             raise TypeError(f"can only merge a SmoothECEState, got {type(other).__name__}.")
         return SmoothECEState(self.grid + other.grid)
 
-    def __add__(self, other: object) -> SmoothECEState:
-        """``a + b`` is :meth:`merge` (a tuple would concatenate: a silent wrong state)."""
-        if not isinstance(other, SmoothECEState):
-            return NotImplemented
-        return self.merge(other)
-
-    def __radd__(self, other: object) -> SmoothECEState:
-        # sum(states) starts from 0.
-        if isinstance(other, int) and other == 0:
-            return self
-        return NotImplemented
-
-    def __mul__(self, other: object):
-        raise TypeError("a SmoothECEState cannot be repeated; merge states with + or merge().")
-
-    __rmul__ = __mul__
+    __add__ = _streaming.merge_add
+    __radd__ = _streaming.merge_radd
+    __mul__ = __rmul__ = _streaming.refuse_repeat
 
     def compute(self, *, bandwidth: float | None = None) -> Array:
         """The smooth ECE of every sample added, as :func:`~calib_jax.metrics.smooth_ece`.

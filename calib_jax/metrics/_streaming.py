@@ -63,6 +63,28 @@ def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
     return s, (a - (s - bb)) + (b - bb)
 
 
+# Operators shared by the mergeable states (NamedTuples, so no mixin base): `+` merges, `sum()`
+# works, and `*` raises (a tuple would concatenate or repeat: a silent wrong state).
+
+
+def merge_add(self, other: object):
+    """``a + b`` is :meth:`merge` (a tuple would concatenate: a silent wrong state)."""
+    if not isinstance(other, type(self)):
+        return NotImplemented
+    return self.merge(other)
+
+
+def merge_radd(self, other: object):
+    # sum(states) starts from 0.
+    if isinstance(other, int) and other == 0:
+        return self
+    return NotImplemented
+
+
+def refuse_repeat(self, other: object):
+    raise TypeError(f"a {type(self).__name__} cannot be repeated; merge states with + or merge().")
+
+
 class CalibrationState(NamedTuple):
     """Sufficient statistics of every calibration metric, as a mergeable pytree of sums.
 
@@ -253,22 +275,9 @@ class CalibrationState(NamedTuple):
         )
         return _batch_state(x, labels, c.weights, num_bins, from_logits, row_stats)
 
-    def __add__(self, other: object) -> CalibrationState:
-        """``a + b`` is :meth:`merge` (a tuple would concatenate: a silent wrong state)."""
-        if not isinstance(other, CalibrationState):
-            return NotImplemented
-        return self.merge(other)
-
-    def __radd__(self, other: object) -> CalibrationState:
-        # sum(states) starts from 0.
-        if isinstance(other, int) and other == 0:
-            return self
-        return NotImplemented
-
-    def __mul__(self, other: object):
-        raise TypeError("a CalibrationState cannot be repeated; merge states with + or merge().")
-
-    __rmul__ = __mul__
+    __add__ = merge_add
+    __radd__ = merge_radd
+    __mul__ = __rmul__ = refuse_repeat
 
     def to_dict(self) -> dict[str, float]:
         """``self.compute().to_dict()``: the metrics as Python floats."""
