@@ -118,17 +118,35 @@ def top_label_of_logits(
 
 @jax.jit
 def top_label_of_probs(
-    probs: jax.Array, labels: jax.Array, row_max: jax.Array, row_sum: jax.Array
+    probs: jax.Array,
+    labels: jax.Array,
+    row_max: jax.Array,
+    row_sum: jax.Array,
+    bracket: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """:func:`first_max_correct` for probabilities ``[N, K]``: ``(max, correct)``, given the row
-    maximum and sum (which the probability check computes anyway).
+    maximum and sum (which the probability check computes anyway) and, where the check computed
+    it, a ``bracket`` ``(first, last)`` of each row's first maximiser
+    (:func:`calib_jax._validation.probability_row_stats`).
 
-    A row with a tied maximum has ``row_sum >= 2 * max``; only such rows whose label attains the
-    maximum are re-read (:func:`correct_given_max`). Rows with negative entries are invalid
-    and poisoned by the caller.
+    With a bracket, a row is decided without reading it again when ``first == last`` (the
+    first maximiser is ``first``) or the label lies outside the bracket (not the first
+    maximiser); only the other rows are re-read. Without one, a row with a tied maximum has
+    ``row_sum >= 2 * max``; only such rows whose label attains the maximum are re-read
+    (:func:`correct_given_max`). Rows with negative entries are invalid and poisoned by the
+    caller.
     """
     if not recheck_pays(probs):
         return first_max_correct(probs, labels)[:2]
+    if bracket is not None:
+        first, last = bracket
+        unique = first == last
+        return row_max, recheck_rows(
+            probs,
+            labels,
+            unique & (labels == first),
+            ~unique & (labels >= first) & (labels <= last),
+        )
     maybe_tied = row_sum >= TIE_FACTOR * row_max
     return row_max, correct_given_max(probs, labels, row_max, maybe_tied)
 
@@ -141,16 +159,26 @@ def correct_given_max(
     maximum ``top [N]`` and a flag ``maybe_tied [N]`` that is True wherever the maximum may be
     attained more than once.
 
-    A label attaining the maximum in an unflagged row is the first maximiser. Flagged rows whose
-    label attains the maximum are gathered, a chunk of rows at a time, and decided exactly by
-    :func:`_first_max_by_lead`, so the cost beyond an ``O(N)`` gather of the label scores is
-    proportional to the number of such rows, not to ``N·K``. When more than the tuning's
-    ``recheck_max_fraction`` of the rows need it, one pass over all rows is cheaper and is
-    taken instead (under ``vmap`` both branches of that choice run). Out-of-range labels give False.
+    A label attaining the maximum in an unflagged row is the first maximiser; flagged rows
+    whose label attains the maximum are decided by :func:`recheck_rows`, so the cost beyond an
+    ``O(N)`` gather of the label scores is proportional to the number of such rows, not to
+    ``N·K``. Out-of-range labels give False.
+    """
+    at_max = v.take_label(scores, labels) == top  # NaN (never equal) for out-of-range labels
+    return recheck_rows(scores, labels, at_max, at_max & maybe_tied)
+
+
+def recheck_rows(
+    scores: jax.Array, labels: jax.Array, correct: jax.Array, recheck: jax.Array
+) -> jax.Array:
+    """``correct`` (right wherever ``recheck`` is False) with the ``recheck`` rows decided
+    exactly by :func:`_first_max_by_lead`.
+
+    No row to re-check: nothing is read. Few: the rows are gathered, a chunk at a time. When
+    more than the tuning's ``recheck_max_fraction`` of the rows need it, one pass over all rows
+    is cheaper and is taken instead. (Under ``vmap`` all three branches run.)
     """
     n, k = scores.shape
-    at_max = v.take_label(scores, labels) == top  # NaN (never equal) for out-of-range labels
-    recheck = at_max & maybe_tied
     count = jnp.sum(recheck, dtype=jnp.int32)
     chunk = min(n, max(8, 2**19 // k))  # rows per step: about 2^19 scores
 
@@ -162,21 +190,22 @@ def correct_given_max(
         rows = jnp.full((n + chunk,), n, jnp.int32).at[slot].set(jnp.arange(n), mode="drop")
 
         def body(carry):
-            step, correct = carry
+            step, out = carry
             idx = jax.lax.dynamic_slice(rows, (step * chunk,), (chunk,))
             safe = jnp.minimum(idx, n - 1)
             # Materialised: fused into the row reduction, the gather made it twice as slow.
             block = jax.lax.optimization_barrier(scores[safe])
             exact = _first_max_by_lead(block, labels[safe])
-            return step + 1, correct.at[idx].set(exact, mode="drop")
+            return step + 1, out.at[idx].set(exact, mode="drop")
 
-        carry = (jnp.int32(0), at_max)
-        return jax.lax.while_loop(lambda c: c[0] * chunk < count, body, carry)[1]
+        return jax.lax.while_loop(lambda c: c[0] * chunk < count, body, (jnp.int32(0), correct))[1]
 
     # Re-reading gathered rows costs more per score than one pass over all rows (gather,
     # scatter and per-step overhead), so above some fraction of the rows the full pass wins.
-    dense = count > _tuning.current().recheck_max_fraction * n
-    return jax.lax.cond(dense, lambda: _first_max_by_lead(scores, labels), sparse)
+    branch = jnp.where(count > _tuning.current().recheck_max_fraction * n, 2, (count > 0) * 1)
+    return jax.lax.switch(
+        branch, (lambda: correct, sparse, lambda: _first_max_by_lead(scores, labels))
+    )
 
 
 def _first_max_by_columns(scores: jax.Array, labels: jax.Array):

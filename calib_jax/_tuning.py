@@ -41,6 +41,10 @@ class Tuning(NamedTuple):
         not fuse through. XLA:CPU otherwise recomputes that cheap elementwise pass inside each
         of its three consumers (bin, correct slot, confidence offset), reading the
         probabilities three times (``optimization_barrier`` does not stop it).
+      max_by_bits: the probability check of wide float32 rows takes each row's maximum as the
+        unsigned maximum of the bit patterns, in one reduction with the row sum (XLA:CPU runs a
+        float ``max`` reduction at about half the speed of a sum, and does not fuse sibling
+        reductions); False: plain ``min``, ``max`` and ``sum``.
     """
 
     fused_first_max: bool
@@ -50,6 +54,7 @@ class Tuning(NamedTuple):
     select_min_samples: int
     matvec_max_classes: int
     materialise_top_label: bool
+    max_by_bits: bool
 
 
 # Measured on XLA:CPU (2-core x86-64; benchmarks/RESULTS.md): the first-maximum and
@@ -67,6 +72,7 @@ CPU = Tuning(
     select_min_samples=2**15,
     matvec_max_classes=32,
     materialise_top_label=True,
+    max_by_bits=True,
 )
 
 # The reference formulations: argmax, plain row reductions, a sort, a row sum.
@@ -78,6 +84,7 @@ PLAIN = Tuning(
     select_min_samples=2**62,
     matvec_max_classes=0,
     materialise_top_label=False,
+    max_by_bits=False,
 )
 
 _MEASURED = {"cpu": CPU}

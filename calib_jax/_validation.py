@@ -225,11 +225,13 @@ def check_probabilities(
 
 
 def probability_rows(
-    probs: ArrayLike, name: str = "probs", where: ArrayLike | None = None
-) -> tuple[Array, Array, Array]:
+    probs: ArrayLike, name: str = "probs", where: ArrayLike | None = None, *, order: bool = False
+) -> tuple[Array, Array, Array, tuple[Array, Array] | None]:
     """:func:`check_probabilities` for rows ``[..., K]``, also returning the row maximum and sum
-    (in float32 or wider) that the check computes: ``(row_ok, row_max, row_sum)``."""
-    row_ok, low, high, total = probability_row_stats(probs)
+    (in float32 or wider) that the check computes, and the first-maximum bracket that it may
+    compute with ``order`` (:func:`probability_row_stats`):
+    ``(row_ok, row_max, row_sum, bracket or None)``."""
+    row_ok, high, total, bracket = probability_row_stats(probs, order=order)
     tol = probability_tolerance(jnp.asarray(probs).dtype, np.shape(probs)[-1])
     message = (
         f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 within "
@@ -244,34 +246,103 @@ def probability_rows(
             message = (
                 f"{name} must be probabilities: entries in [0, 1] and each row summing to 1 "
                 f"within {tol:g}; row {row} has sum {float(total[i]):.6g}, min "
-                f"{float(low[i]):.6g}, max {float(high[i]):.6g}. If these are logits, pass "
-                "from_logits=True."
+                f"{float(jnp.min(jnp.asarray(probs)[i])):.6g}, max {float(high[i]):.6g}. If these "
+                "are logits, pass from_logits=True."
             )
     _check_rows(row_ok, where, message)
-    return row_ok, high, total
+    return row_ok, high, total, bracket
 
 
-def probability_row_stats(probs: ArrayLike) -> tuple[Array, Array, Array, Array]:
-    """``(row_ok, row_min, row_max, row_sum)`` of rows ``[..., K]`` in float32 or wider, with no
-    check raised: ``row_ok`` is :func:`probability_rows`' validity."""
+def probability_row_stats(
+    probs: ArrayLike, *, order: bool = False
+) -> tuple[Array, Array, Array, tuple[Array, Array] | None]:
+    """``(row_ok, row_max, row_sum, bracket)`` of rows ``[..., K]`` in float32 or wider, with no
+    check raised: ``row_ok`` is :func:`probability_rows`' validity.
+
+    With ``order``, on the tuning's bit-pattern path (wide float32 rows), ``bracket`` is
+    ``(first, last)``: each row's first maximiser lies in ``[first, last]``, and is ``first``
+    when ``first == last`` (:func:`_min_max_sum_by_bits`); else None.
+    """
     probs = jnp.asarray(probs)
     x = probs.astype(jnp.promote_types(probs.dtype, jnp.float32))
     k = x.shape[-1]
     tol = probability_tolerance(probs.dtype, k)
+    tuning = _tuning.current()
+    bracket = None
     # Row min, max and sum as plain arithmetic reductions: a boolean all() over [N, K] is
     # materialised as a predicate array on XLA:CPU and made the whole top-label pass 3-5x
     # slower. Narrow rows go column by column (one fused elementwise loop), as in
     # _first_max.first_max_correct.
-    if k <= _tuning.current().unroll_max_columns:
+    if k <= tuning.unroll_max_columns:
         columns = [x[..., j] for j in range(k)]
         low = functools.reduce(jnp.minimum, columns)
         high = functools.reduce(jnp.maximum, columns)
         total = functools.reduce(jnp.add, columns)
+    elif tuning.max_by_bits and x.dtype == jnp.float32:
+        low, high, total, first, last = _min_max_sum_by_bits(x)
+        bracket = (first, last) if order else None
     else:
         low, high, total = jnp.min(x, axis=-1), jnp.max(x, axis=-1), jnp.sum(x, axis=-1)
     # NaN propagates through all three and fails every comparison.
     row_ok = (low >= 0) & (high <= 1) & (jnp.abs(total - 1) <= tol)
-    return row_ok, low, high, total
+    return row_ok, high, total, bracket
+
+
+# Float32 bit patterns read as unsigned integers: from this one on, the sign bit is set.
+_SIGN_BIT = np.uint32(2**31)
+
+
+def _min_max_sum_by_bits(x: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """Row ``(min or 0, max, sum, first, last)`` of float32 rows ``[..., K]`` in one pass.
+
+    Float32 numbers without a sign bit (``+0``, positive, ``+inf``, ``+NaN``) are ordered like
+    their bit patterns ``u`` read as unsigned integers, and every pattern with the sign bit set
+    lies above them all. So one reduction gives each row's exact maximum (the largest ``u``),
+    and flags (largest ``u >= 2^31``) the rows holding a negative entry, a ``-0`` or a ``-NaN``;
+    only when some row is flagged are the plain max and min taken, and kept for those rows. For
+    the other rows the minimum is non-negative and 0 stands in for it.
+
+    The same reduction brackets the first maximiser: with ``t = u >> s`` (``s`` so that
+    ``t·K + K`` fits in 32 bits for ``u <= bits(1)``), ``max_j (t_j·K + K-1-j)`` names the
+    first and ``max_j (t_j·K + j)`` the last column attaining ``max_j t_j``. The first
+    maximiser of ``u`` attains it, so it lies in ``[first, last]``; when the two are equal it
+    is ``first``. Only rows with two entries within ``2^s`` ulps of the maximum (or a tie)
+    have ``first < last``. Flagged rows get the whole row, ``[0, K-1]``; invalid rows' brackets
+    mean nothing (their label is poisoned).
+
+    XLA:CPU runs this variadic reduction of unsigned maxima and a float sum as one fused loop,
+    at 0.8-1.0x the time of a plain float ``max`` alone at 100k x 100 and 20k x 1000.
+    """
+    k = x.shape[-1]
+    u = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    shift = max(0, (k - 1).bit_length() - 1)
+    t = (u >> shift) * np.uint32(k)
+    column = jax.lax.broadcasted_iota(jnp.uint32, x.shape, x.ndim - 1)
+    top, total, first_key, last_key = jax.lax.reduce(
+        (u, x, t + (np.uint32(k - 1) - column), t + column),
+        (np.uint32(0), np.float32(0), np.uint32(0), np.uint32(0)),
+        lambda a, b: (
+            jnp.maximum(a[0], b[0]),
+            a[1] + b[1],
+            jnp.maximum(a[2], b[2]),
+            jnp.maximum(a[3], b[3]),
+        ),
+        (x.ndim - 1,),
+    )
+    signed = top >= _SIGN_BIT
+    high = jax.lax.bitcast_convert_type(top, jnp.float32)
+    zero = jnp.zeros_like(high)
+
+    def with_signs():
+        return (
+            jnp.where(signed, jnp.min(x, axis=-1), zero),
+            jnp.where(signed, jnp.max(x, axis=-1), high),
+        )
+
+    low, high = jax.lax.cond(jnp.any(signed), with_signs, lambda: (zero, high))
+    first = jnp.where(signed, 0, (k - 1) - (first_key % k).astype(jnp.int32))
+    last = jnp.where(signed, k - 1, (last_key % k).astype(jnp.int32))
+    return low, high, total, first, last
 
 
 def _check_rows(row_ok: Array, where: ArrayLike | None, message: str) -> None:

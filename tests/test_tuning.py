@@ -93,3 +93,52 @@ def test_table_is_keyed_on_the_default_backend(monkeypatch):
     with _tuning.override(EVERY_BRANCH):
         assert _tuning.current() == EVERY_BRANCH
     assert _tuning.current() == _tuning.PLAIN
+
+
+def _awkward_probability_rows():
+    """Rows of 12 probabilities: valid ones with exact and near ties of the maximum and -0
+    entries, and invalid ones (negative, NaN, -NaN, inf, above 1, unnormalised)."""
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(12), size=40).astype(np.float32)
+    p[0] = 1 / 12  # every entry tied
+    p[1, [2, 7]] = p[1].max() + 0.05  # a tie of the maximum, not at column 0
+    p[1] /= p[1].sum()
+    p[2] = 0.04
+    p[2, 6] = 0.3
+    p[2, 1] = np.nextafter(np.float32(0.3), np.float32(0))  # an earlier column one ulp below
+    p[3, [0, 4]] = [0.0, -0.0]  # -0 is a valid zero
+    p[3] /= p[3].sum()
+    p[4, 0] = -1e-3
+    p[5, 3] = np.nan
+    p[6, 3] = np.array(0xFFC00000, np.uint32).view(np.float32)  # NaN with the sign bit
+    p[7, 3] = np.inf
+    p[8] = 0.0
+    p[8, 3] = 1.25
+    p[9] *= 1.5
+    y = rng.integers(0, 12, 40).astype(np.int32)
+    y[:4] = [0, 2, int(p[2].argmax()), int(p[3].argmax())]  # labels on the first maximiser
+    valid = np.ones(40, bool)
+    valid[4:10] = False
+    return p, y, valid
+
+
+def test_probability_check_by_bits_matches_plain_reductions():
+    from calib_jax import _validation
+    from calib_jax.metrics import _inputs
+
+    p, y, valid = _awkward_probability_rows()
+    out = {}
+    for name in ("plain", "every_branch"):
+        with _tuning.override(TABLES[name]):
+            ok, high, total, bracket = _validation.probability_row_stats(jnp.asarray(p), order=True)
+            conf, correct = _inputs._top_label(jnp.asarray(p), jnp.asarray(y), False)
+            out[name] = [np.asarray(a) for a in (ok, high, total, conf, correct)]
+            assert (bracket is None) == (name == "plain")
+    np.testing.assert_array_equal(out["plain"][0], valid)
+    np.testing.assert_array_equal(out["every_branch"][0], valid)
+    for plain, bits in zip(out["plain"], out["every_branch"], strict=True):
+        np.testing.assert_allclose(bits[valid], plain[valid], rtol=1e-6)
+    np.testing.assert_array_equal(out["every_branch"][1][valid], p[valid].max(1))
+    np.testing.assert_array_equal(out["every_branch"][4][valid], (p.argmax(1) == y)[valid])
+    assert out["every_branch"][4][:4].all()  # each label is its row's first maximiser
+    assert np.isnan(out["every_branch"][3][~valid]).all()

@@ -48,7 +48,7 @@ def per_sample(
     labels: Array,
     *,
     from_logits: bool,
-    row_stats: tuple[Array, Array] | None = None,
+    row_stats: tuple[Array, Array, tuple[Array, Array] | None] | None = None,
     scores: bool = False,
     top_label: bool = True,
 ) -> PerSample:
@@ -58,8 +58,9 @@ def per_sample(
       x: probabilities, or logits with ``from_logits``.
       labels: int32 index labels, ``-1`` where the sample is invalid.
       from_logits: ``x`` holds logits.
-      row_stats: row maximum and sum of ``[N, K]`` probabilities, as the probability check
-        computes them (:func:`calib_jax._validation.probability_rows`); None computes them.
+      row_stats: row maximum, sum and first-maximum bracket (or None) of ``[N, K]``
+        probabilities, as the probability check computes them
+        (:func:`calib_jax._validation.probability_rows`); None computes the first two.
       scores: also return the probabilities, NLL and Brier terms. The binned metrics leave it
         off: from logits they then read the logits once, in one fused pass, where the scores
         need the row maximum and normaliser materialised first.
@@ -96,7 +97,7 @@ def per_sample(
         brier = jnp.sum(p * p, axis=-1) - 2 * jnp.exp(log_p_y) + 1
         return PerSample(conf, correct, correct, p, -log_p_y, brier)
     if row_stats is None:
-        row_stats = (jnp.max(x, axis=-1), jnp.sum(x, axis=-1))
+        row_stats = (jnp.max(x, axis=-1), jnp.sum(x, axis=-1), None)
     top, correct = _first_max.top_label_of_probs(x, labels, *row_stats)
     conf = jnp.where(valid, top, jnp.nan)
     if not scores:
