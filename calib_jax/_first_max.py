@@ -109,11 +109,57 @@ def top_label_of_logits(
     """
     if not recheck_pays(logits):
         return first_max_correct(logits, labels)
+    if _tuning.current().max_by_bits and logits.dtype == jnp.float32:
+        top, first, last = max_and_bracket(logits)
+        top = jax.lax.optimization_barrier(top)
+        norm = jnp.sum(jnp.exp(logits - top[:, None]), axis=-1)
+        unique = first == last
+        correct = recheck_rows(
+            logits,
+            labels,
+            unique & (labels == first),
+            ~unique & (labels >= first) & (labels <= last),
+        )
+        return top, correct, norm
     # The maximum materialised once and read by the normaliser: cheaper than a normaliser that
     # finds the maximum again inside its own fusion.
     top = jax.lax.optimization_barrier(jnp.max(logits, axis=-1))
     norm = jnp.sum(jnp.exp(logits - top[:, None]), axis=-1)
     return top, correct_given_max(logits, labels, top, norm >= TIE_FACTOR), norm
+
+
+_HALF = np.uint32(2**31)
+
+
+def max_and_bracket(scores: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Row maximum of float32 ``scores [N, K]`` and a bracket ``[first, last]`` of each row's
+    first maximiser (it is ``first`` when the two are equal), in one reduction.
+
+    Each float is mapped to an unsigned key in the same order: ``2^31 + |x|`` (as bits) for
+    ``x >= 0``, ``2^31 - |x|`` below (``+0`` and ``-0`` share a key; ``+NaN`` lies above
+    ``+inf`` and ``-NaN`` below ``-inf``). The largest key gives the maximum exactly. With
+    ``t = key >> s`` (so that ``t·K + K`` fits in 32 bits), ``max_j (t_j·K + K-1-j)`` names the
+    first and ``max_j (t_j·K + j)`` the last column attaining ``max_j t_j``; the first maximiser
+    attains it. Rows have ``first < last`` only when two entries lie within ``2^s`` ulps of the
+    maximum, or tie. XLA:CPU runs this variadic reduction as one fused loop.
+    """
+    k = scores.shape[-1]
+    u = jax.lax.bitcast_convert_type(scores, jnp.uint32)
+    sign = u >> 31
+    magnitude = u & np.uint32(2**31 - 1)
+    # Arithmetic only (no select): 2^31 + m for x >= 0, 2^31 - m for x < 0, modulo 2^32.
+    key = _HALF + magnitude - np.uint32(2) * sign * magnitude
+    t = (key >> ((k - 1).bit_length() + 1)) * np.uint32(k)
+    column = jax.lax.broadcasted_iota(jnp.uint32, scores.shape, scores.ndim - 1)
+    top, first_key, last_key = jax.lax.reduce(
+        (key, t + (np.uint32(k - 1) - column), t + column),
+        (np.uint32(0), np.uint32(0), np.uint32(0)),
+        lambda a, b: tuple(jnp.maximum(p, q) for p, q in zip(a, b, strict=True)),
+        (scores.ndim - 1,),
+    )
+    bits = jnp.where(top >= _HALF, top - _HALF, (_HALF - top) | _HALF)
+    first = (k - 1) - (first_key % k).astype(jnp.int32)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32), first, (last_key % k).astype(jnp.int32)
 
 
 @jax.jit

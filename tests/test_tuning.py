@@ -34,6 +34,12 @@ def _first_max_under(table, z, y):
         _, recheck = _first_max.top_label_of_probs(
             jnp.asarray(z), jnp.asarray(y), jnp.asarray(z.max(1)), jnp.asarray(z.sum(1))
         )
+        logit_top, logit_correct, logit_norm = _first_max.top_label_of_logits(
+            jnp.asarray(z), jnp.asarray(y)
+        )
+    np.testing.assert_array_equal(np.asarray(logit_top), np.asarray(top))
+    np.testing.assert_array_equal(np.asarray(logit_correct), np.asarray(correct))
+    np.testing.assert_allclose(np.asarray(logit_norm), np.asarray(norm), rtol=1e-6)
     return np.asarray(top), np.asarray(correct), np.asarray(norm), np.asarray(recheck)
 
 
@@ -142,3 +148,26 @@ def test_probability_check_by_bits_matches_plain_reductions():
     np.testing.assert_array_equal(out["every_branch"][4][valid], (p.argmax(1) == y)[valid])
     assert out["every_branch"][4][:4].all()  # each label is its row's first maximiser
     assert np.isnan(out["every_branch"][3][~valid]).all()
+
+
+def test_logit_bracket_on_signed_zeros_ties_and_near_ties():
+    # The bit-pattern path keys -0 and +0 alike (NumPy's argmax treats them as equal), orders
+    # negative logits, and re-reads rows whose top two lie within its truncation.
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(64, 12)).astype(np.float32) * 3
+    z[0] = -1.0
+    z[0, [2, 5]] = [-0.0, 0.0]  # maximum 0, first attained by -0
+    z[1] = -2.0  # all tied
+    # The maximum at column 6 and an earlier column one ulp below it, both with the same high
+    # bits: the bracket cannot tell them apart and the row is re-read.
+    z[2, [6, 1]] = np.array([0x41100010, 0x4110000F], np.uint32).view(np.float32)
+    z[3] = -np.abs(z[3])  # negative logits only
+    y = np.where(rng.uniform(size=64) < 0.5, z.argmax(1), rng.integers(0, 12, 64))
+    y[:4] = [2, 0, int(z[2].argmax()), int(z[3].argmax())]
+    ref = z.argmax(1) == y
+    for table in (_tuning.PLAIN, EVERY_BRANCH):
+        with _tuning.override(table):
+            top, correct, _ = _first_max.top_label_of_logits(jnp.asarray(z), jnp.asarray(y))
+        np.testing.assert_array_equal(np.asarray(correct), ref)
+        np.testing.assert_array_equal(np.asarray(top), z.max(1))
+    assert ref[:4].all() and (~ref).any()
