@@ -117,14 +117,7 @@ def top_label_of_logits(
         # second consumer: alone, its elementwise consumer is fused into it by XLA:CPU's
         # YNNPACK fusion, which then runs about 1.5x slower (benchmarks/RESULTS.md).
         norm = jnp.where(jnp.any(norm < 0), jnp.nan, norm)
-        unique = first == last
-        correct = recheck_rows(
-            logits,
-            labels,
-            unique & (labels == first),
-            ~unique & (labels >= first) & (labels <= last),
-        )
-        return top, correct, norm
+        return top, correct_in_bracket(logits, labels, first, last), norm
     # The maximum materialised once and read by the normaliser: cheaper than a normaliser that
     # finds the maximum again inside its own fusion.
     top = jax.lax.optimization_barrier(jnp.max(logits, axis=-1))
@@ -153,17 +146,14 @@ def max_and_bracket(scores: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]
     magnitude = u & np.uint32(2**31 - 1)
     # Arithmetic only (no select): 2^31 + m for x >= 0, 2^31 - m for x < 0, modulo 2^32.
     key = _HALF + magnitude - np.uint32(2) * sign * magnitude
-    t = (key >> ((k - 1).bit_length() + 1)) * np.uint32(k)
-    column = jax.lax.broadcasted_iota(jnp.uint32, scores.shape, scores.ndim - 1)
     top, first_key, last_key = jax.lax.reduce(
-        (key, t + (np.uint32(k - 1) - column), t + column),
+        (key, *v.bracket_operands(key, (k - 1).bit_length() + 1)),
         (np.uint32(0), np.uint32(0), np.uint32(0)),
         lambda a, b: tuple(jnp.maximum(p, q) for p, q in zip(a, b, strict=True)),
         (scores.ndim - 1,),
     )
     bits = jnp.where(top >= _HALF, top - _HALF, (_HALF - top) | _HALF)
-    first = (k - 1) - (first_key % k).astype(jnp.int32)
-    return jax.lax.bitcast_convert_type(bits, jnp.float32), first, (last_key % k).astype(jnp.int32)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32), *v.bracket_of(first_key, last_key, k)
 
 
 @jax.jit
@@ -189,16 +179,20 @@ def top_label_of_probs(
     if not recheck_pays(probs):
         return first_max_correct(probs, labels)[:2]
     if bracket is not None:
-        first, last = bracket
-        unique = first == last
-        return row_max, recheck_rows(
-            probs,
-            labels,
-            unique & (labels == first),
-            ~unique & (labels >= first) & (labels <= last),
-        )
+        return row_max, correct_in_bracket(probs, labels, *bracket)
     maybe_tied = row_sum >= TIE_FACTOR * row_max
     return row_max, correct_given_max(probs, labels, row_max, maybe_tied)
+
+
+def correct_in_bracket(
+    scores: jax.Array, labels: jax.Array, first: jax.Array, last: jax.Array
+) -> jax.Array:
+    """Whether ``labels`` is the first maximiser of each row of ``scores [N, K]``, given a
+    bracket ``[first, last]`` holding it (it is ``first`` when the two agree): a label outside
+    the bracket is not; only rows with ``first < last`` and the label inside are re-read."""
+    unique = first == last
+    inside = (labels >= first) & (labels <= last)
+    return recheck_rows(scores, labels, unique & (labels == first), ~unique & inside)
 
 
 @jax.jit

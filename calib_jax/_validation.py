@@ -315,11 +315,9 @@ def _min_max_sum_by_bits(x: Array) -> tuple[Array, Array, Array, Array, Array]:
     """
     k = x.shape[-1]
     u = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    shift = max(0, (k - 1).bit_length() - 1)
-    t = (u >> shift) * np.uint32(k)
-    column = jax.lax.broadcasted_iota(jnp.uint32, x.shape, x.ndim - 1)
+    first_operand, last_operand = bracket_operands(u, max(0, (k - 1).bit_length() - 1))
     top, total, first_key, last_key = jax.lax.reduce(
-        (u, x, t + (np.uint32(k - 1) - column), t + column),
+        (u, x, first_operand, last_operand),
         (np.uint32(0), np.float32(0), np.uint32(0), np.uint32(0)),
         lambda a, b: (
             jnp.maximum(a[0], b[0]),
@@ -340,9 +338,23 @@ def _min_max_sum_by_bits(x: Array) -> tuple[Array, Array, Array, Array, Array]:
         )
 
     low, high = jax.lax.cond(jnp.any(signed), with_signs, lambda: (zero, high))
-    first = jnp.where(signed, 0, (k - 1) - (first_key % k).astype(jnp.int32))
-    last = jnp.where(signed, k - 1, (last_key % k).astype(jnp.int32))
-    return low, high, total, first, last
+    first, last = bracket_of(first_key, last_key, k)
+    return low, high, total, jnp.where(signed, 0, first), jnp.where(signed, k - 1, last)
+
+
+def bracket_operands(key: Array, shift: int) -> tuple[Array, Array]:
+    """``(t·K + K-1-j, t·K + j)`` with ``t = key >> shift`` for unsigned keys ``[..., K]`` in
+    the order of the scores: their row maxima name the first and the last column attaining
+    ``max_j t_j`` (:func:`bracket_of`). ``shift`` must make ``t·K + K`` fit in 32 bits."""
+    k = key.shape[-1]
+    t = (key >> shift) * np.uint32(k)
+    column = jax.lax.broadcasted_iota(jnp.uint32, key.shape, key.ndim - 1)
+    return t + (np.uint32(k - 1) - column), t + column
+
+
+def bracket_of(first_key: Array, last_key: Array, k: int) -> tuple[Array, Array]:
+    """The columns ``(first, last)`` named by the row maxima of :func:`bracket_operands`."""
+    return (k - 1) - (first_key % k).astype(jnp.int32), (last_key % k).astype(jnp.int32)
 
 
 def _check_rows(row_ok: Array, where: ArrayLike | None, message: str) -> None:

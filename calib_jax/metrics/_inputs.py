@@ -192,12 +192,6 @@ def top_label(probs, labels, where=None, weights=None, *, from_logits: bool = Fa
     NaN, never a plausible number, also under ``jit`` where value checks are not raised.
     Logits need no row check: NaN or inf logits already give a NaN confidence.
     """
-    x, labels, w = _checked_top_label(probs, labels, where, weights, from_logits)
-    conf, correct = _top_label(x, labels, from_logits)
-    return conf, correct, w
-
-
-def _checked_top_label(probs, labels, where, weights, from_logits):
     from_logits = v.check_static_bool(from_logits, "from_logits")
     c = validate(probs, labels, where, weights, "logits" if from_logits else "probs")
     x = jnp.asarray(probs)
@@ -209,49 +203,39 @@ def _checked_top_label(probs, labels, where, weights, from_logits):
         v.check_probabilities(x, "probs", c.keep)
     if c.keep is not None:
         v.check_value(jnp.any(c.keep), "every sample is masked out (where/weights): no data.")
-    return x, c.labels, c.weights
-
-
-def _one_pass(x, labels, from_logits):
-    """Confidence and first-maximum correctness, invalid probability rows poisoned."""
-    lab, row_stats = labels, None
-    if not from_logits:
-        if x.ndim == 2:
-            order = _first_max.recheck_pays(x)
-            row_ok, row_max, row_sum, bracket = v.probability_row_stats(x, order=order)
-            row_stats = (row_max, row_sum, bracket)
-        else:
-            row_ok = (x >= 0) & (x <= 1)
-        lab = poison_labels(labels, row_ok)
-    q = _per_sample.per_sample(x, lab, from_logits=from_logits, row_stats=row_stats)
-    return q.confidence, q.correct
-
-
-def _materialise(x, from_logits) -> bool:
-    """Whether the top-label pass runs inside a conditional (see _tuning.Tuning)."""
-    tuning = _tuning.current()
-    narrow = x.ndim == 2 and x.shape[1] <= tuning.unroll_max_columns
-    return not from_logits and narrow and tuning.materialise_top_label
-
-
-def _opaque_true(labels):
-    # Always true (int32 addition wraps), but opaque to the compiler: a conditional on it keeps
-    # its branch in one fusion, whose outputs the consumers read (see _tuning.Tuning).
-    return labels[0] != labels[0] + 1
+    conf, correct = _top_label(x, c.labels, from_logits)
+    return conf, correct, c.weights
 
 
 @functools.partial(jax.jit, static_argnames=("from_logits",))
 def _top_label(x, labels, from_logits):
-    if not _materialise(x, from_logits):
-        return _one_pass(x, labels, from_logits)
+    def one_pass():
+        lab, row_stats = labels, None
+        if not from_logits:
+            if x.ndim == 2:
+                order = _first_max.recheck_pays(x)
+                row_ok, row_max, row_sum, bracket = v.probability_row_stats(x, order=order)
+                row_stats = (row_max, row_sum, bracket)
+            else:
+                row_ok = (x >= 0) & (x <= 1)
+            lab = poison_labels(labels, row_ok)
+        q = _per_sample.per_sample(x, lab, from_logits=from_logits, row_stats=row_stats)
+        return q.confidence, q.correct
+
+    tuning = _tuning.current()
+    narrow = x.ndim == 2 and x.shape[1] <= tuning.unroll_max_columns
+    if from_logits or not (narrow and tuning.materialise_top_label):
+        return one_pass()
 
     def packed():
         # A valid row's confidence is > 0 (at least about 1/K): its sign carries `correct`.
-        conf, correct = _one_pass(x, labels, from_logits)
+        conf, correct = one_pass()
         return jnp.where(correct, conf, -conf)
 
-    zeros = jnp.zeros(labels.shape, v.compute_dtype(x))
-    s = jax.lax.cond(_opaque_true(labels), packed, lambda: zeros)
+    # Always true (int32 addition wraps), but opaque to the compiler: the conditional keeps
+    # the pass in one fusion, whose output the consumers read (see _tuning.Tuning).
+    always = labels[0] != labels[0] + 1
+    s = jax.lax.cond(always, packed, lambda: jnp.zeros(labels.shape, v.compute_dtype(x)))
     return jnp.abs(s), s > 0
 
 
