@@ -211,8 +211,16 @@ def test_matrix_scaling_off_diagonal_penalty_tends_to_vector_scaling():
     big = cal.matrix_scaling(off_diagonal_l2=1e6).fit(z, y)
     off = np.asarray(big.weight) * (1 - np.eye(K))
     assert np.abs(off).max() < 1e-3
-    vs = INSTANCES["vector"]
-    np.testing.assert_allclose(np.diag(big.weight), vs.fit(z, y).weight, atol=2e-3)
+    vs = INSTANCES["vector"].fit(z, y)
+    # Both fits stop at the solver's tolerance, the matrix one on a stiff objective (curvature
+    # 1e6 off the diagonal), so where they stop depends on the machine code's order of float
+    # additions: compiled at XLA's LLVM optimisation levels 0-3 the diagonals were 0.5-2.1e-3
+    # apart (the old atol was 2e-3) and the float64 NLLs 0.9-7.7e-6.
+    np.testing.assert_allclose(np.diag(big.weight), vs.weight, atol=5e-3)
+    z64 = z.astype(np.float64)
+    nll_matrix = _nll64(z64 @ np.asarray(big.weight, np.float64).T + np.asarray(big.bias), y)
+    nll_vector = _nll64(z64 * np.asarray(vs.weight, np.float64) + np.asarray(vs.bias), y)
+    assert abs(nll_matrix - nll_vector) < 2e-5
 
 
 # --------------------------------------------------------------------- isotonic regression
